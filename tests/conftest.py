@@ -1,0 +1,40 @@
+"""Shared fixtures. Golden files are rewritten with ``pytest --regenerate``
+(``nox -s tests -- --regenerate``); CI runs without it and fails on drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpupass import debsrc, model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted((ROOT / "models").glob("*.toml"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate", action="store_true", help="rewrite golden files from the current output")
+
+
+@pytest.fixture(scope="session")
+def regenerate(request: pytest.FixtureRequest) -> bool:
+    return request.config.getoption("--regenerate")
+
+
+@pytest.fixture(scope="session")
+def aurora() -> model.Model:
+    return model.load(ROOT / "models" / "aurora-z.toml", "models/aurora-z.toml")
+
+
+@pytest.fixture(scope="session")
+def aurora_text() -> str:
+    return (ROOT / "models" / "aurora-z.toml").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path:
+    """build/ as `gpupass build-deb aurora-z` leaves it (in a scratch directory)."""
+    out = tmp_path_factory.mktemp("build")
+    debsrc.build_deb(aurora, ROOT / "models" / "aurora-z.toml", out)
+    return out

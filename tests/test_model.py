@@ -1,0 +1,240 @@
+"""Model validation: every bad file is refused with the exact lines the user sees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpupass import model
+from gpupass.artifacts import modelfile
+from gpupass.errors import ModelError
+
+from .conftest import ROOT
+
+SRC = "models/x.toml"
+
+# (what to replace in models/aurora-z.toml, replacement, the lines printed for it)
+BAD = [
+    pytest.param(
+        'id = "10de:2291"',
+        'id = "10de:229"',
+        ["gpu.functions[1].id: '10de:229' is not a vendor:device id (expected 1234:abcd)"],
+        id="short-id",
+    ),
+    pytest.param(
+        'address = "0000:01:00.0"',
+        'address = "01:00.0"',
+        [
+            "gpu.functions[0].address: '01:00.0' is not a PCI address"
+            " (expected domain:bus:slot.function in lower-case hex, e.g. 0000:01:00.0)"
+        ],
+        id="short-address",
+    ),
+    pytest.param(
+        'vendor = "intel"',
+        'vendor = "arm"',
+        ["cpu.vendor: 'arm' is not allowed (expected one of intel, amd)"],
+        id="cpu-vendor",
+    ),
+    pytest.param(
+        "mmio64_mb = 65536",
+        "mmio64_mb = 65000",
+        ["gpu.mmio64_mb: 65000 is not a power of two (expected a power of two from 2048 to 1048576 MiB)"],
+        id="mmio-not-power-of-two",
+    ),
+    pytest.param(
+        "mmio64_mb = 65536",
+        'mmio64_mb = "64G"',
+        ["gpu.mmio64_mb: '64G' is not an integer (expected a power of two from 2048 to 1048576 MiB)"],
+        id="mmio-string",
+    ),
+    pytest.param(
+        "memory_mib = 16384",
+        "memory_mib = 512",
+        ["vm.memory_mib: 512 is out of range (expected an integer from 1024 to 1048576 MiB)"],
+        id="memory-low",
+    ),
+    pytest.param(
+        "vcpus = 8",
+        "vcpus = 10",
+        ["vm.vcpus: 10 vCPUs but only 8 performance CPUs to pin them to (expected at most 8)"],
+        id="too-many-vcpus",
+    ),
+    pytest.param(
+        "vcpus = 8",
+        "vcpus = 7",
+        ["vm.vcpus: 7 is not a multiple of cpu.threads_per_core=2 (expected whole cores)"],
+        id="odd-vcpus",
+    ),
+    pytest.param(
+        "OVMF_CODE_4M.fd",
+        "OVMF_CODE_4M.secboot.fd",
+        [
+            "vm.ovmf_code: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd' is a Secure Boot build"
+            " (expected e.g. /usr/share/OVMF/OVMF_CODE_4M.fd)"
+        ],
+        id="secure-boot-loader",
+    ),
+    pytest.param(
+        "OVMF_CODE_4M.fd",
+        "OVMF_CODE_4M.ms.fd",
+        [
+            "vm.ovmf_code: '/usr/share/OVMF/OVMF_CODE_4M.ms.fd' is a Secure Boot build"
+            " (expected e.g. /usr/share/OVMF/OVMF_CODE_4M.fd)"
+        ],
+        id="ms-keys-loader",
+    ),
+    pytest.param(
+        "full_capacity_mwh = 62000",
+        "full_capacity_mwh = 70000",
+        [
+            "battery.full_capacity_mwh: 70000 exceeds battery.design_capacity_mwh=62000"
+            " (expected at most the design capacity)"
+        ],
+        id="battery-over-design",
+    ),
+    pytest.param(
+        'model = "GPUPASS BAT0"',
+        'model = "BAT\\"0"',
+        ["battery.model: 'BAT\"0' is not an ACPI string (expected 1 to 16 letters, digits, blanks and ._-)"],
+        id="asl-quote",
+    ),
+    pytest.param(
+        'oem_id = "GPUPAS"',
+        'oem_id = "GPUPASS"',
+        ["acpi.oem_id: 'GPUPASS' is not an ACPI OEM id (expected 1 to 6 of A-Z 0-9 _)"],
+        id="oem-id-long",
+    ),
+    pytest.param(
+        'role = "audio"',
+        'role = "gpu"',
+        ["gpu.functions[1].role: a second 'gpu' function (expected exactly one, listed first)"],
+        id="two-gpus",
+    ),
+    pytest.param(
+        'address = "0000:01:00.1"',
+        'address = "0000:01:00.0"',
+        ["gpu.functions[1].address: '0000:01:00.0' is listed twice (expected each function once)"],
+        id="duplicate-address",
+    ),
+    pytest.param(
+        "performance_cpus = [0, 1, 2, 3, 4, 5, 6, 7]",
+        "performance_cpus = [0, 1, 1, 3, 4, 5, 6, 7]",
+        ["cpu.performance_cpus[2]: 1 is listed twice (expected unique items)"],
+        id="duplicate-cpu",
+    ),
+    pytest.param(
+        "threads_per_core = 2",
+        "threads_per_core = 2\nsmt = true",
+        ["cpu.smt: unknown field (expected one of: vendor, performance_cpus, threads_per_core)"],
+        id="unknown-field",
+    ),
+    pytest.param(
+        'manufacturer = "MECHREVO"',
+        'manufacturer = "MECH\\tREVO"',
+        ["smbios.manufacturer: 'MECH\\tREVO' has a control character (expected printable text of 1 to 64 characters)"],
+        id="control-char",
+    ),
+    pytest.param(
+        "blacklist = []",
+        'blacklist = ["Nouveau"]',
+        ["host.blacklist[0]: 'Nouveau' is not a kernel module name (expected e.g. nouveau)"],
+        id="module-name",
+    ),
+    pytest.param(
+        "[smbios]",
+        "[smbios_typo]",
+        [
+            "smbios: missing (expected a table)",
+            "smbios_typo: unknown field (expected one of: name, cpu, gpu, host, vm, smbios, battery, acpi)",
+        ],
+        id="table-typo",
+    ),
+]
+
+
+@pytest.mark.parametrize("old,new,expected", BAD)
+def test_bad_model_lists_every_problem(aurora_text: str, old: str, new: str, expected: list[str]) -> None:
+    assert old in aurora_text
+    with pytest.raises(ModelError) as e:
+        model.parse(aurora_text.replace(old, new, 1), "x", SRC)
+    assert sorted(e.value.problems) == sorted(f"{SRC}: {line}" for line in expected)
+
+
+def test_all_problems_at_once(aurora_text: str) -> None:
+    text = aurora_text.replace('vendor = "intel"', 'vendor = "arm"').replace('id = "10de:2291"', 'id = "nope"')
+    with pytest.raises(ModelError) as e:
+        model.parse(text, "x", SRC)
+    assert e.value.problems == [
+        f"{SRC}: cpu.vendor: 'arm' is not allowed (expected one of intel, amd)",
+        f"{SRC}: gpu.functions[1].id: 'nope' is not a vendor:device id (expected 1234:abcd)",
+    ]
+
+
+def test_not_toml() -> None:
+    with pytest.raises(ModelError, match=r"^models/x.toml: not valid TOML: Expected '=' after a key"):
+        model.parse("this is not toml", "x", SRC)
+
+
+def test_bad_model_id() -> None:
+    with pytest.raises(ModelError) as e:
+        model.parse("", "Aurora_Z", "models/Aurora_Z.toml")
+    assert e.value.problems == [
+        "models/Aurora_Z.toml: 'Aurora_Z' is not a model id"
+        " (expected a file name of lower-case letters, digits and -, e.g. aurora-z.toml)"
+    ]
+
+
+def test_defaults_fill_in(aurora_text: str) -> None:
+    # Drop the optional tables: defaults take their place.
+    text = aurora_text.split("[host]")[0] + "[smbios]" + aurora_text.split("[smbios]")[1].split("[acpi]")[0]
+    m = model.parse(text, "x", SRC)
+    assert m.host.softdep[0] == "nouveau" and m.host.blacklist == ()
+    assert m.vm.ovmf_code == "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    assert (m.acpi.oem_id, m.acpi.oem_table_id, m.acpi.oem_revision) == ("GPUPAS", "BATTERY", 1)
+
+
+def test_model_is_frozen(aurora: model.Model) -> None:
+    with pytest.raises(AttributeError):
+        aurora.vm.vcpus = 2  # type: ignore[misc]
+
+
+def test_resolved_model_round_trips(aurora: model.Model) -> None:
+    """The model.toml the package ships parses back to the same model."""
+    assert model.parse(modelfile.to_toml(aurora), aurora.id, "model.toml") == aurora
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(ROOT / "pkg"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "gpupass", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_cli_prints_problems_without_traceback(tmp_path: Path, aurora_text: str) -> None:
+    bad = tmp_path / "models" / "bad.toml"
+    bad.parent.mkdir()
+    bad.write_text(aurora_text.replace('id = "10de:2291"', 'id = "10de:25a"'))
+    out = tmp_path / "out"
+    result = run_cli("build-deb", str(bad), "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"gpupass: {bad}: gpu.functions[1].id: '10de:25a' is not a vendor:device id (expected 1234:abcd)\n"
+    )
+    assert result.stdout == ""
+    assert not out.exists(), "nothing may be written for a bad model"
+
+
+def test_cli_unknown_model_lists_known_ones() -> None:
+    result = run_cli("validate", "aurora-y")
+    assert result.returncode == 1
+    assert result.stderr == "gpupass: unknown model 'aurora-y' (known models: aurora-z)\n"
+
+
+def test_cli_validate_ok() -> None:
+    result = run_cli("validate", "aurora-z")
+    assert (result.returncode, result.stdout) == (
+        0,
+        "models/aurora-z.toml: ok (MECHREVO Aurora Z, package gpupass-aurora-z)\n",
+    )
