@@ -1,0 +1,1 @@
+"""One module per artifact kind, each with ``render(model, templates) -> {path: bytes}``."""

@@ -1,0 +1,47 @@
+"""The resolved model as TOML, for the on-laptop ``gpupass`` command (check, vbios)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from .. import paths
+from ..model import Model
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        # JSON string escapes are valid TOML basic-string escapes.
+        return json.dumps(v, ensure_ascii=False)
+    return "[" + ", ".join(_value(item) for item in v) + "]"
+
+
+def _table(obj: Any, prefix: str) -> list[str]:
+    scalars, tables, arrays = [], [], []
+    for f in dataclasses.fields(obj):
+        if "constraint" not in f.metadata:
+            continue  # derived, e.g. the id (the file name)
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            tables += ["", f"[{name}]", *_table(value, name + ".")]
+        elif value and isinstance(value, tuple) and dataclasses.is_dataclass(value[0]):
+            for item in value:
+                arrays += ["", f"[[{name}]]", *_table(item, name + ".")]
+        else:
+            scalars.append(f"{f.name} = {_value(value)}")
+    return scalars + tables + arrays
+
+
+def to_toml(model: Model) -> str:
+    header = [f"# {model.package}: the resolved model (every default filled in), read by gpupass."]
+    return "\n".join(header + _table(model, "")) + "\n"
+
+
+def render(model: Model, templates) -> dict[str, bytes]:
+    return {str(paths.INSTALLED_MODEL).lstrip("/"): to_toml(model).encode("utf-8")}

@@ -1,0 +1,28 @@
+"""Where things live: in the source tree, and on the laptop once the package is installed.
+
+One laptop carries one model package (they conflict with each other), so the installed
+paths need no model id in them; files read by other packages' tools (grub.d, modprobe.d,
+initramfs modules.d, AppArmor) carry the package name so their owner is obvious.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The source tree: this file is pkg/gpupass/paths.py.
+SOURCE_ROOT = Path(os.environ.get("GPUPASS_SOURCE", Path(__file__).resolve().parents[2]))
+MODELS_DIR = SOURCE_ROOT / "models"
+TEMPLATES_DIR = SOURCE_ROOT / "config-templates"
+ACPI_DIR = SOURCE_ROOT / "acpi"
+DEBIAN_DIR = SOURCE_ROOT / "debian"
+BUILD_DIR = SOURCE_ROOT / "build"
+
+# Installed on the laptop (absolute paths as the package ships them).
+SHARE = Path("/usr/share/gpupass")
+INSTALLED_MODEL = SHARE / "model.toml"
+INSTALLED_AML = SHARE / "ssdt-battery.aml"
+INSTALLED_DOMAIN = SHARE / "domain.xml"
+STATE_DIR = Path("/var/lib/gpupass")
+VBIOS_ROM = STATE_DIR / "vbios.rom"
+VBIOS_UNIT = "gpupass-vbios.service"

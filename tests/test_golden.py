@@ -1,0 +1,51 @@
+"""Golden files: every file rendered for each shipped model, byte for byte.
+
+After an intended change, rewrite them with ``nox -s tests -- --regenerate`` and
+review the diff; CI runs without the flag and fails on any drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpupass import model, render
+
+from .conftest import MODELS, ROOT
+
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def golden_tree(model_file: Path) -> Path:
+    return GOLDEN / model_file.stem
+
+
+@pytest.mark.parametrize("model_file", MODELS, ids=lambda p: p.stem)
+def test_rendered_files_match_golden(model_file: Path, regenerate: bool) -> None:
+    files = render.render_all(model.load(model_file))
+    tree = golden_tree(model_file)
+    if regenerate:
+        for old in sorted(tree.rglob("*"), reverse=True) if tree.exists() else []:
+            old.unlink() if old.is_file() else old.rmdir()
+        render.write_tree(files, tree)
+    expected = {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    assert sorted(files) == sorted(expected), "the set of rendered files changed (run with --regenerate)"
+    for path, data in files.items():
+        assert data == expected[path], f"{path} differs from {tree / path} (run with --regenerate if intended)"
+
+
+def test_every_artifact_kind_has_a_golden_file() -> None:
+    """A new artifact module must bring its golden file along."""
+    paths = {str(p.relative_to(GOLDEN / "aurora-z")) for p in (GOLDEN / "aurora-z").rglob("*") if p.is_file()}
+    assert {
+        "etc/default/grub.d/gpupass-aurora-z.cfg",
+        "usr/lib/modprobe.d/gpupass-aurora-z.conf",
+        "usr/share/initramfs-tools/modules.d/gpupass-aurora-z.conf",
+        "usr/share/gpupass/domain.xml",
+        "usr/share/gpupass/ssdt-battery.aml",
+        "usr/share/gpupass/ssdt-battery.asl",
+        "usr/share/gpupass/model.toml",
+        "lib/systemd/system/gpupass-vbios.service",
+        "etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+    } == paths
