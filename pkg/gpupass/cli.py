@@ -1,0 +1,173 @@
+"""The ``gpupass`` command (also ``python -m gpupass``).
+
+Maintainer steps, run from the source tree: models, validate, preview, render,
+build-deb, build-source. Laptop steps, run from the installed package: check, vbios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, model, paths
+from .errors import GpupassError, ModelError
+
+
+def known_models() -> list[str]:
+    return sorted(p.stem for p in paths.MODELS_DIR.glob("*.toml"))
+
+
+def model_file(arg: str) -> tuple[Path, str]:
+    """A model id (looked up in models/) or a path to a .toml; returns (path, display name)."""
+    if arg.endswith(".toml") or "/" in arg:
+        return Path(arg), arg
+    path = paths.MODELS_DIR / f"{arg}.toml"
+    if not path.exists():
+        known = ", ".join(known_models()) or "none"
+        raise ModelError(f"unknown model {arg!r} (known models: {known})")
+    return path, f"models/{arg}.toml"
+
+
+def load_model(arg: str) -> tuple[model.Model, Path]:
+    path, shown = model_file(arg)
+    return model.load(path, shown), path
+
+
+def installed_model() -> model.Model:
+    if not paths.INSTALLED_MODEL.exists():
+        raise GpupassError(
+            f"{paths.INSTALLED_MODEL}: not found", hint="install a gpupass-<model> package, or pass --model"
+        )
+    return model.load(paths.INSTALLED_MODEL)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name in known_models():
+        print(name)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    m, _ = load_model(args.model)
+    print(f"models/{m.id}.toml: ok ({m.name}, package {m.package})")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from . import render
+    from .artifacts import modelfile
+
+    m, _ = load_model(args.model)
+    files = render.render_all(m)
+    if args.file:
+        if args.file not in files:
+            raise GpupassError(f"{args.file}: not a file of {m.package} (files: {', '.join(files)})")
+        files = {args.file: files[args.file]}
+    else:
+        print(f"# resolved model: models/{m.id}.toml\n{modelfile.to_toml(m)}")
+    for path, text in render.iter_text(files):
+        print(f"# --- /{path}")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import render
+
+    m, _ = load_model(args.model)
+    files = render.render_all(m)  # everything rendered before anything is written
+    render.write_tree(files, Path(args.dest))
+    for path in files:
+        print(f"{args.dest}/{path}")
+    return 0
+
+
+def cmd_build_deb(args: argparse.Namespace) -> int:
+    from . import debsrc, render
+
+    m, path = load_model(args.model)
+    render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
+    deb = debsrc.build_deb(m, path, Path(args.out))
+    print(deb)
+    return 0
+
+
+def cmd_build_source(args: argparse.Namespace) -> int:
+    from . import debsrc, render
+
+    m, path = load_model(args.model)
+    render.render_all(m)
+    print(debsrc.build_source(m, path, Path(args.out)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import preflight
+
+    m = load_model(args.model)[0] if args.model else installed_model()
+    return preflight.cli(m, Path(args.root))
+
+
+def cmd_vbios(args: argparse.Namespace) -> int:
+    from . import vbios
+
+    m = load_model(args.model)[0] if args.model else installed_model()
+    return vbios.cli(args.vbios_args, m, paths.VBIOS_ROM)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpupass", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"gpupass {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every external command")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("models", cmd_models, "list the known models")
+    add("validate", cmd_validate, "check a model file").add_argument("model", help="model id or path to a .toml")
+    sp = add("preview", cmd_preview, "print the resolved model and every rendered file, without building")
+    sp.add_argument("model", help="model id or path to a .toml")
+    sp.add_argument("--file", help="print only this file (path inside the package)")
+    sp = add("render", cmd_render, "render a model's files into a package root")
+    sp.add_argument("model", help="model id or path to a .toml")
+    sp.add_argument("--dest", required=True, help="directory to write into (e.g. debian/<package>)")
+    for name, func, what in (
+        ("build-deb", cmd_build_deb, "build the model's .deb"),
+        ("build-source", cmd_build_source, "build the model's source package (for a PPA upload)"),
+    ):
+        sp = add(name, func, what)
+        sp.add_argument("model", help="model id or path to a .toml")
+        sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp = add("check", cmd_check, "pre-flight checks: is this the laptop the model is for?")
+    sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
+    sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check FILE | import FILE")
+    sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
+    sp.add_argument("vbios_args", nargs=argparse.REMAINDER, metavar="extract | check FILE | import FILE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except GpupassError as e:
+        if args.debug:
+            raise
+        for line in e.lines():
+            print(f"gpupass: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gpupass: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""From a model to a Debian source package, and from that to the .deb.
+
+1. stage a copy of the sources with only this model in it;
+2. stdeb (``setup.py sdist_dsc``) makes the orig tarball and debian/ (control,
+   changelog, compat) from the Python metadata;
+3. gpupass overlays what stdeb cannot express (``debian/`` in the source tree: rules,
+   maintainer scripts, triggers, copyright) and fixes stdeb's known traps in control;
+4. ``dpkg-source -b`` turns that into the .dsc a PPA builder takes;
+5. ``dpkg-buildpackage -b`` builds the .deb from the .dsc unpacked afresh, exactly as a
+   clean builder would.
+
+Everything happens in a scratch directory; ``build/`` only ever receives finished files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, paths, tools
+from .errors import GpupassError
+from .model import Model
+
+STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+STAGED_DIRS = ("pkg", "config-templates", "acpi")
+BUILD_DEPENDS = ("dh-python", "python3-setuptools", "acpica-tools", "python3-jinja2", "python3-sh")
+# Lines of debian/ that name the package get it in place of "package".
+OVERLAY_PREFIX = "package."
+DEFAULT_MAINTAINER = "gpupass maintainers <gpupass@packages.debian.org>"
+
+
+@dataclass(frozen=True)
+class SourcePackage:
+    name: str
+    version: str  # Debian version, e.g. 0.1.0-1
+    dsc: Path
+    directory: Path  # the scratch directory holding the .dsc and its files
+
+
+def debian_version() -> str:
+    return f"{__version__}-1"
+
+
+def maintainer() -> str:
+    name, email = os.environ.get("DEBFULLNAME"), os.environ.get("DEBEMAIL")
+    return f"{name} <{email}>" if name and email else DEFAULT_MAINTAINER
+
+
+def description(model: Model) -> str:
+    """Synopsis line, blank line, long description (read by the setup.py shim)."""
+    text = (
+        f"Sets up a {model.name} laptop to pass its NVIDIA GPU ({', '.join(model.gpu.ids)}) through"
+        " to a Windows guest under QEMU/KVM and libvirt: IOMMU kernel arguments through a GRUB"
+        " drop-in, vfio-pci binding in the initramfs, a first-boot vBIOS extraction service,"
+        " a fake-battery ACPI table against Code 43, and a ready libvirt domain."
+        " Removing the package gives the GPU back to the host at the next boot."
+    )
+    return f"dGPU passthrough setup for the {model.name}\n\n" + textwrap.fill(text, 78, break_on_hyphens=False) + "\n"
+
+
+def stdeb_cfg(model: Model) -> str:
+    return "\n".join(
+        [
+            "[gpupass]",
+            f"Source: {model.package}",
+            f"Package3: {model.package}",
+            f"Maintainer: {maintainer()}",
+            "Section: admin",
+            f"Build-Depends: {', '.join(BUILD_DEPENDS)}",
+            # One laptop, one model: model packages exclude each other.
+            "Provides3: gpupass-model",
+            "Conflicts3: gpupass-model",
+            "Replaces3: gpupass-model",
+            "Suite3: unstable",
+            "X-Python3-Version: >= 3.11",
+            "",
+        ]
+    )
+
+
+def stage_sources(model: Model, model_file: Path, dest: Path) -> Path:
+    """Copy what the source package needs, with this model as its only model."""
+    tree = dest / "src"
+    tree.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in STAGED_FILES:
+        shutil.copy2(paths.SOURCE_ROOT / name, tree / name)
+    for name in STAGED_DIRS:
+        shutil.copytree(paths.SOURCE_ROOT / name, tree / name, ignore=ignore)
+    (tree / "models").mkdir()
+    shutil.copy2(model_file, tree / "models" / f"{model.id}.toml")
+    (tree / "package-description.txt").write_text(description(model), encoding="utf-8")
+    (tree / "stdeb.cfg").write_text(stdeb_cfg(model), encoding="utf-8")
+    return tree
+
+
+def overlay_debian(model: Model, debian: Path) -> None:
+    """Add gpupass's own debian/ files and fix what stdeb gets wrong."""
+    functions = (paths.DEBIAN_DIR / "maintscript-functions.sh").read_text(encoding="utf-8")
+    tokens = {
+        "#GPUPASS_FUNCTIONS#": functions.strip(),
+        "#PACKAGE#": model.package,
+        "#GPU_IDS#": ", ".join(model.gpu.ids),
+        "#GPU_ID#": model.gpu_function.id,
+    }
+    for src in sorted(paths.DEBIAN_DIR.rglob("*")):
+        rel = src.relative_to(paths.DEBIAN_DIR)
+        if src.is_dir() or src.name == "maintscript-functions.sh":
+            continue
+        name = rel.name
+        if name.startswith(OVERLAY_PREFIX):
+            name = model.package + "." + name[len(OVERLAY_PREFIX) :]
+        target = debian / rel.parent / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = src.read_text(encoding="utf-8")
+        for token, value in tokens.items():
+            text = text.replace(token, value)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(src.stat().st_mode & 0o777)
+    (debian / "compat").unlink(missing_ok=True)  # compat comes from Build-Depends below
+    control = debian / "control"
+    control.write_text(fix_control(control.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+def fix_control(text: str) -> str:
+    """stdeb 0.11's traps: ``Homepage: None``, no dh-python in Build-Depends (added via
+    stdeb.cfg), an old debhelper compat; and a trailing empty line in Description."""
+    text = re.sub(r"^Homepage: None\n", "", text, flags=re.M)
+    text = re.sub(r"debhelper \(>= \d+\)", "debhelper-compat (= 13)", text)
+    text = re.sub(r"\n \.\n*\Z", "\n", text)
+    return text
+
+
+def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
+    """Generate the source package (.dsc, orig tarball, debian tarball) in ``scratch``."""
+    tree = stage_sources(model, model_file, scratch)
+    dist = scratch / "dist"
+    tools.run(
+        sys.executable,
+        "setup.py",
+        "--command-packages=stdeb.command",
+        "sdist_dsc",
+        "--dist-dir",
+        dist,
+        cwd=tree,
+        what="generating the source package with stdeb",
+    )
+    version = debian_version()
+    upstream = version.rsplit("-", 1)[0]
+    unpacked = dist / f"{model.package}-{upstream}"
+    overlay_debian(model, unpacked / "debian")
+    for stale in dist.glob(f"{model.package}_{version}*"):
+        stale.unlink()
+    tools.run("dpkg-source", "-b", unpacked.name, cwd=dist, what="building the source package")
+    shutil.rmtree(unpacked)
+    return SourcePackage(model.package, version, dist / f"{model.package}_{version}.dsc", dist)
+
+
+def build_binary(source: SourcePackage) -> Path:
+    """Build the .deb from the .dsc, unpacked afresh as a clean builder would."""
+    tree = source.directory / "build-tree"
+    tools.run("dpkg-source", "-x", source.dsc, tree, cwd=source.directory, what="unpacking the source package")
+    tools.run(
+        "dpkg-buildpackage",
+        "-b",
+        "-us",
+        "-uc",
+        cwd=tree,
+        env={"DEB_BUILD_OPTIONS": "nocheck"},
+        what="building the binary package",
+    )
+    debs = sorted(source.directory.glob(f"{source.name}_*_all.deb"))
+    if len(debs) != 1:
+        raise GpupassError(f"dpkg-buildpackage left {len(debs)} .deb files for {source.name} (expected 1)")
+    return debs[0]
+
+
+def publish(files: list[Path], out_dir: Path) -> None:
+    """Move finished files into ``out_dir`` (each appears whole or not at all)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        part = out_dir / f".{f.name}.part"
+        shutil.copy2(f, part)
+        os.replace(part, out_dir / f.name)
+
+
+def build_deb(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR) -> Path:
+    """Build ``gpupass-<model>_<version>_all.deb`` into ``out_dir``, plus the
+    version-less ``gpupass-<model>.deb`` alias; return the alias's path."""
+    with tempfile.TemporaryDirectory(prefix="gpupass-build-") as tmp:
+        source = make_source(model, model_file, Path(tmp))
+        deb = build_binary(source)
+        alias = deb.with_name(f"{model.package}.deb")
+        shutil.copy2(deb, alias)
+        publish([deb, alias], out_dir)
+    return out_dir / alias.name
+
+
+def build_source(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR) -> Path:
+    """Build the source package (for a PPA upload) into ``out_dir``; return the .dsc."""
+    with tempfile.TemporaryDirectory(prefix="gpupass-source-") as tmp:
+        source = make_source(model, model_file, Path(tmp))
+        files = [p for p in source.directory.iterdir() if p.is_file()]
+        publish(files, out_dir)
+    return out_dir / source.dsc.name

@@ -1,0 +1,73 @@
+"""Debian chroots made with mmdebstrap, for the install tier.
+
+The chroot is built once per test session into a tarball and unpacked afresh for each
+test, so tests cannot see each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SUITE = os.environ.get("GPUPASS_TEST_SUITE", "bookworm")
+# Bookkeeping that changes on every dpkg/apt run, not files a package leaves behind.
+VOLATILE = ("var/lib/dpkg/", "var/lib/apt/", "var/cache/", "var/log/", "tmp/", "run/", "proc/", "dev/", "sys/")
+
+
+def require_root_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the install tier needs root (chroot, mount)")
+    if not shutil.which("mmdebstrap"):
+        pytest.fail("mmdebstrap not found: apt-get install mmdebstrap")
+
+
+def make_tarball(dest: Path, include: tuple[str, ...]) -> Path:
+    tarball = dest / f"{SUITE}.tar"
+    subprocess.run(
+        ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(include)}", SUITE, str(tarball)],
+        check=True,
+    )
+    return tarball
+
+
+@dataclass
+class Chroot:
+    root: Path
+
+    def run(
+        self, *argv: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+        result = subprocess.run(
+            ["chroot", str(self.root), *argv], capture_output=True, text=True, env={**full_env, **(env or {})}
+        )
+        if check and result.returncode:
+            raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def copy_in(self, path: Path) -> str:
+        shutil.copy2(path, self.root / "tmp" / path.name)
+        return f"/tmp/{path.name}"
+
+    def files(self) -> set[str]:
+        """Every path in the chroot but the package managers' own bookkeeping."""
+        found = set()
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == "." else rel + "/"
+            if rel.startswith(VOLATILE):
+                dirnames[:] = []
+                continue
+            found.update(rel + name for name in dirnames + filenames)
+        return found
+
+
+def unpack(tarball: Path, dest: Path) -> Chroot:
+    dest.mkdir()
+    subprocess.run(["tar", "-C", str(dest), "-xf", str(tarball)], check=True)
+    return Chroot(dest)

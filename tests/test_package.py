@@ -1,0 +1,89 @@
+"""The built .deb, checked by Debian's own tools: dpkg-deb and lintian."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.tool
+
+
+def dpkg_deb(*args: str) -> str:
+    return subprocess.run(["dpkg-deb", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_build_leaves_versioned_deb_and_alias(built: Path) -> None:
+    assert sorted(p.name for p in built.iterdir()) == ["gpupass-aurora-z.deb", "gpupass-aurora-z_0.1.0-1_all.deb"]
+    assert (built / "gpupass-aurora-z.deb").read_bytes() == (built / "gpupass-aurora-z_0.1.0-1_all.deb").read_bytes()
+
+
+def test_package_ships_every_artifact(built: Path) -> None:
+    listing = dpkg_deb("-c", str(built / "gpupass-aurora-z.deb"))
+    shipped = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    for path in (
+        "/etc/default/grub.d/gpupass-aurora-z.cfg",
+        "/usr/lib/modprobe.d/gpupass-aurora-z.conf",
+        "/usr/share/initramfs-tools/modules.d/gpupass-aurora-z.conf",
+        "/usr/share/gpupass/ssdt-battery.aml",
+        "/usr/share/gpupass/domain.xml",
+        "/usr/share/gpupass/model.toml",
+        "/lib/systemd/system/gpupass-vbios.service",
+        "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+        "/usr/bin/gpupass",
+        "/usr/lib/python3/dist-packages/gpupass/cli.py",
+    ):
+        assert path in shipped, path
+
+
+def test_shipped_artifacts_are_the_golden_files(built: Path, tmp_path: Path) -> None:
+    """What the package build rendered (with Debian's jinja2 and iasl) is what the tests check."""
+    subprocess.run(["dpkg-deb", "-x", str(built / "gpupass-aurora-z.deb"), str(tmp_path)], check=True)
+    golden = ROOT / "tests" / "golden" / "aurora-z"
+    for expected in golden.rglob("*"):
+        if expected.is_file():
+            rel = expected.relative_to(golden)
+            assert (tmp_path / rel).read_bytes() == expected.read_bytes(), rel
+
+
+def test_control_fields(built: Path) -> None:
+    fields = dpkg_deb("-f", str(built / "gpupass-aurora-z.deb"))
+    assert "Package: gpupass-aurora-z\n" in fields
+    assert "Architecture: all\n" in fields
+    assert "Section: admin\n" in fields
+    # One laptop, one model.
+    for field in ("Provides", "Conflicts", "Replaces"):
+        assert f"{field}: gpupass-model\n" in fields
+    assert "Homepage: None" not in fields
+    assert "Description: dGPU passthrough setup for the MECHREVO Aurora Z\n" in fields
+    depends = next(line for line in fields.splitlines() if line.startswith("Depends:"))
+    assert depends == "Depends: python3:any (>= 3.11~)"
+
+
+def test_conffiles_are_only_under_etc(built: Path, tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-e", str(built / "gpupass-aurora-z.deb"), str(tmp_path)], check=True)
+    assert (tmp_path / "conffiles").read_text().split() == [
+        "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+        "/etc/default/grub.d/gpupass-aurora-z.cfg",
+    ]
+    assert (tmp_path / "triggers").read_text().splitlines()[-1] == "activate-noawait update-initramfs"
+
+
+def test_lintian_reports_no_errors(built: Path) -> None:
+    result = subprocess.run(
+        [
+            "lintian",
+            "--fail-on",
+            "error",
+            "--suppress-tags",
+            "initial-upload-closes-no-bugs",
+            str(built / "gpupass-aurora-z.deb"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
+    assert result.returncode == 0 and errors == [], result.stdout + result.stderr
