@@ -1,0 +1,99 @@
+"""gpupass sessions. Every step is also `python -m gpupass ...`; these only orchestrate.
+
+nox -s build-deb -- MODEL=aurora-z     build build/gpupass-aurora-z.deb
+nox -s tests                           every test tier (what CI runs)
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTEST_TIERS = {
+    "unit": "not tool and not install and not vm",
+    "tool": "tool",
+    "install": "install",
+}
+
+
+def model_arg(session: nox.Session) -> str:
+    """MODEL=<id> from the session arguments or the environment."""
+    models = sorted(f[:-5] for f in os.listdir("models") if f.endswith(".toml"))
+    args = [a.split("=", 1)[1] for a in session.posargs if a.startswith("MODEL=")]
+    chosen = args[-1] if args else os.environ.get("MODEL")
+    if not chosen or chosen not in models:
+        problem = f"unknown model {chosen!r}" if chosen else "no model given"
+        session.error(f"{problem}. Usage: nox -s build-deb -- MODEL=<id>   (known models: {', '.join(models)})")
+    return chosen
+
+
+@nox.session(name="build-deb")
+def build_deb(session: nox.Session) -> None:
+    """Build build/gpupass-<model>.deb: nox -s build-deb -- MODEL=aurora-z"""
+    model = model_arg(session)
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "build-deb", model)
+
+
+@nox.session(name="build-source")
+def build_source(session: nox.Session) -> None:
+    """Build the source package for a PPA upload into build/: nox -s build-source -- MODEL=aurora-z"""
+    model = model_arg(session)
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "build-source", model)
+
+
+@nox.session
+def preview(session: nox.Session) -> None:
+    """Print the resolved model and every rendered file: nox -s preview -- MODEL=aurora-z"""
+    model = model_arg(session)
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "preview", model)
+
+
+def pytest(session: nox.Session, *args: str) -> None:
+    session.install("-e", ".[test]")
+    extra = [a for a in session.posargs if not a.startswith("MODEL=")]
+    session.run("python", "-m", "pytest", *args, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every tier: unit and property tests, real tools, install in a chroot (root)."""
+    pytest(session)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Fast tier: model validation, golden files, properties. Pass --regenerate to rewrite golden files."""
+    pytest(session, "-m", PYTEST_TIERS["unit"])
+
+
+@nox.session
+def tool(session: nox.Session) -> None:
+    """Tests against the real tools: iasl, dpkg-buildpackage, lintian."""
+    pytest(session, "-m", PYTEST_TIERS["tool"])
+
+
+@nox.session
+def install(session: nox.Session) -> None:
+    """apt install / purge of the built package in an mmdebstrap chroot (needs root)."""
+    pytest(session, "-m", PYTEST_TIERS["install"])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, the tests and this file."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "pkg", "tests", "noxfile.py", "benchmarks")
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """Print the wall time of a gpupass build next to a bare dpkg-buildpackage of its source."""
+    session.install("-e", ".[build]")
+    session.run("python", "benchmarks/build_time.py", *session.posargs)
