@@ -87,3 +87,10 @@ def test_lintian_reports_no_errors(built: Path) -> None:
     )
     errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
     assert result.returncode == 0 and errors == [], result.stdout + result.stderr
+
+
+def test_vbios_unit_is_enabled_but_not_started_at_install(built: Path, tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-e", str(built / "gpupass-aurora-z.deb"), str(tmp_path)], check=True)
+    postinst = (tmp_path / "postinst").read_text()
+    assert "deb-systemd-helper enable 'gpupass-vbios.service'" in postinst
+    assert "deb-systemd-invoke" not in postinst, "the unit must wait for the boot where vfio-pci holds the GPU"

@@ -23,7 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, paths, tools
+from . import __version__, paths, preinst, tools
 from .errors import GpupassError
 from .model import Model
 
@@ -108,6 +108,7 @@ def overlay_debian(model: Model, debian: Path) -> None:
         "#PACKAGE#": model.package,
         "#GPU_IDS#": ", ".join(model.gpu.ids),
         "#GPU_ID#": model.gpu_function.id,
+        "#PREFLIGHT_PROGRAM#": preinst.program(model).rstrip("\n"),
     }
     for src in sorted(paths.DEBIAN_DIR.rglob("*")):
         rel = src.relative_to(paths.DEBIAN_DIR)
@@ -133,6 +134,8 @@ def fix_control(text: str) -> str:
     stdeb.cfg), an old debhelper compat; and a trailing empty line in Description."""
     text = re.sub(r"^Homepage: None\n", "", text, flags=re.M)
     text = re.sub(r"debhelper \(>= \d+\)", "debhelper-compat (= 13)", text)
+    # The preinst runs the pre-flight checks with python3 before anything is unpacked.
+    text = re.sub(r"^(Depends: .*\n)", r"Pre-Depends: python3:any\n\1", text, flags=re.M)
     text = re.sub(r"\n \.\n*\Z", "\n", text)
     return text
 

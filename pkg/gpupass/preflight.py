@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from .errors import GpupassError
 
@@ -140,27 +141,31 @@ def cli(
     *,
     in_container: Callable[[], bool] | bool = detect_container,
     env: Mapping[str, str] = os.environ,
+    out: TextIO | None = None,
 ) -> int:
     """``gpupass check``: print the report; 0 when the install may go on, 1 when it is refused."""
+    out = out or sys.stdout
     report = run_checks(model, root, in_container, env)
-    print(f"gpupass check: {model.name} ({model.package})")
-    for line in report.passed:
-        print(f"ok: {line}")
-    for line in report.notes:
-        print(f"note: {line}")
-    for line in report.warnings:
-        print(f"warning: {line}")
+    print(f"gpupass check: {model.name} ({model.package})", file=out)
+    for kind, lines in (("ok", report.passed), ("note", report.notes), ("warning", report.warnings)):
+        for line in lines:
+            print(f"{kind}: {line}", file=out)
     try:
         report.raise_if_refused()
     except PreflightError as e:
         for line in e.problems:
-            print(f"error: {line}")
-        print(f"hint: {e.hint}")
-        print(f"refused: {_count(len(e.problems), 'problem')}")
+            print(f"error: {line}", file=out)
+        print(f"hint: {e.hint}", file=out)
+        print(f"refused: {_count(len(e.problems), 'problem')}", file=out)
         return 1
     suffix = f" with {_count(len(report.warnings), 'warning')}" if report.warnings else ""
-    print(f"pre-flight checks passed{suffix}")
+    print(f"pre-flight checks passed{suffix}", file=out)
     return 0
+
+
+def preinst(model: Model) -> int:
+    """The package's preinst: the same report on stderr, where dpkg shows it; 1 refuses the install."""
+    return cli(model, out=sys.stderr)
 
 
 # The checks ---------------------------------------------------------------------------
