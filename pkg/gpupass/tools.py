@@ -69,7 +69,8 @@ def run(
     out, err = io.BytesIO(), io.BytesIO()
     full_env = {**os.environ, **(env or {})}
     try:
-        command(*argv, _out=out, _err=err, _cwd=str(cwd) if cwd else None, _env=full_env)
+        # No pseudo-terminal: tools must not page, colour or prompt.
+        command(*argv, _out=out, _err=err, _cwd=str(cwd) if cwd else None, _env=full_env, _tty_out=False)
     except sh.ErrorReturnCode as e:
         stderr = err.getvalue().decode("utf-8", "replace").strip()
         stdout = out.getvalue().decode("utf-8", "replace").strip()
