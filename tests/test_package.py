@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,25 @@ def test_vbios_unit_is_enabled_but_not_started_at_install(built: Path, tmp_path:
     postinst = (tmp_path / "postinst").read_text()
     assert "deb-systemd-helper enable 'gpupass-vbios.service'" in postinst
     assert "deb-systemd-invoke" not in postinst, "the unit must wait for the boot where vfio-pci holds the GPU"
+
+
+SCRATCH = (".nox", "build", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
+
+
+def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
+    """Two checkouts at different paths, built under different umasks, give the same bytes."""
+    debs = []
+    for name, umask in (("first-checkout", 0o022), ("a/much/longer/second/checkout", 0o077)):
+        clone = tmp_path / name  # the working tree as it is, with its git history
+        shutil.copytree(ROOT, clone, symlinks=True, ignore=shutil.ignore_patterns(*SCRATCH))
+        out = tmp_path / f"out-{len(debs)}"
+        subprocess.run(
+            [sys.executable, "-m", "gpupass", "build-deb", "aurora-z", "--out", str(out)],
+            cwd=clone,
+            env={**{k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}, "PYTHONPATH": str(clone / "pkg")},
+            preexec_fn=lambda umask=umask: os.umask(umask),
+            check=True,
+            capture_output=True,
+        )
+        debs.append((out / "gpupass-aurora-z.deb").read_bytes())
+    assert debs[0] == debs[1]

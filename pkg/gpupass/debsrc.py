@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, paths, preinst, tools
-from .errors import GpupassError
+from .errors import GpupassError, ToolError
 from .model import Model
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
@@ -82,6 +82,22 @@ def stdeb_cfg(model: Model) -> str:
             "",
         ]
     )
+
+
+def source_date_epoch() -> str:
+    """The build's timestamp: $SOURCE_DATE_EPOCH, else the last commit's date, so that
+    the same commit builds the same bytes (changelog date, file mtimes in the .deb)."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return os.environ["SOURCE_DATE_EPOCH"]
+    try:
+        return tools.run(
+            "git", "-C", paths.SOURCE_ROOT, "log", "-1", "--format=%ct", what="dating the build"
+        ).stdout.strip()
+    except ToolError as e:
+        raise GpupassError(
+            f"{paths.SOURCE_ROOT}: cannot date the build from git ({e.problems[0]})",
+            hint="build from a git checkout, or set SOURCE_DATE_EPOCH",
+        ) from None
 
 
 def stage_sources(model: Model, model_file: Path, dest: Path) -> Path:
@@ -144,6 +160,7 @@ def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
     """Generate the source package (.dsc, orig tarball, debian tarball) in ``scratch``."""
     tree = stage_sources(model, model_file, scratch)
     dist = scratch / "dist"
+    epoch = {"SOURCE_DATE_EPOCH": source_date_epoch()}
     tools.run(
         sys.executable,
         "setup.py",
@@ -152,6 +169,7 @@ def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
         "--dist-dir",
         dist,
         cwd=tree,
+        env=epoch,
         what="generating the source package with stdeb",
     )
     version = debian_version()
@@ -160,7 +178,7 @@ def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
     overlay_debian(model, unpacked / "debian")
     for stale in dist.glob(f"{model.package}_{version}*"):
         stale.unlink()
-    tools.run("dpkg-source", "-b", unpacked.name, cwd=dist, what="building the source package")
+    tools.run("dpkg-source", "-b", unpacked.name, cwd=dist, env=epoch, what="building the source package")
     shutil.rmtree(unpacked)
     return SourcePackage(model.package, version, dist / f"{model.package}_{version}.dsc", dist)
 
