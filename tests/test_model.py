@@ -29,7 +29,7 @@ BAD = [
         'address = "01:00.0"',
         [
             "gpu.functions[0].address: '01:00.0' is not a PCI address"
-            " (expected domain:bus:slot.function in lower-case hex, e.g. 0000:01:00.0)"
+            " (expected domain:bus:slot.function in lower-case hex, slot 00-1f, function 0-7, e.g. 0000:01:00.0)"
         ],
         id="short-address",
     ),
@@ -86,6 +86,24 @@ BAD = [
             " (expected e.g. /usr/share/OVMF/OVMF_CODE_4M.fd)"
         ],
         id="ms-keys-loader",
+    ),
+    pytest.param(
+        "OVMF_VARS_4M.fd",
+        "OVMF_VARS_4M.ms.fd",
+        [
+            "vm.ovmf_vars: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd' is a Secure Boot build"
+            " (expected e.g. /usr/share/OVMF/OVMF_VARS_4M.fd)"
+        ],
+        id="ms-keys-varstore",
+    ),
+    pytest.param(
+        'address = "0000:01:00.0"',
+        'address = "0000:01:20.0"',
+        [
+            "gpu.functions[0].address: '0000:01:20.0' is not a PCI address"
+            " (expected domain:bus:slot.function in lower-case hex, slot 00-1f, function 0-7, e.g. 0000:01:00.0)"
+        ],
+        id="slot-out-of-range",
     ),
     pytest.param(
         "full_capacity_mwh = 62000",

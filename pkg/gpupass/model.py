@@ -269,13 +269,14 @@ def _cross_checks(model: Model) -> list[tuple[str, str]]:
                 " (expected whole cores)",
             )
         )
-    if _SECURE_BOOT_LOADER.search(model.vm.ovmf_code):
-        problems.append(
-            (
-                "vm.ovmf_code",
-                f"{show(model.vm.ovmf_code)} is a Secure Boot build (expected e.g. /usr/share/OVMF/OVMF_CODE_4M.fd)",
+    # Secure Boot refuses the guest's unsigned NVIDIA module: neither the firmware nor a
+    # variable store enrolled with Microsoft's or test keys may be one that enables it.
+    for field_name, example in (("ovmf_code", "OVMF_CODE_4M.fd"), ("ovmf_vars", "OVMF_VARS_4M.fd")):
+        path = getattr(model.vm, field_name)
+        if _SECURE_BOOT_LOADER.search(path):
+            problems.append(
+                (f"vm.{field_name}", f"{show(path)} is a Secure Boot build (expected e.g. /usr/share/OVMF/{example})")
             )
-        )
     b = model.battery
     if b.full_capacity_mwh > b.design_capacity_mwh:
         problems.append(

@@ -90,8 +90,10 @@ class Text(Constraint):
         from hypothesis import strategies as st
 
         if self.alphabet is not None:
-            return st.text(alphabet=self.alphabet, min_size=self.min_len, max_size=self.max_len).filter(
-                lambda s: re.fullmatch(self.pattern, s) is not None
+            # From the pattern, not filtered to it: plain text over the alphabet rarely
+            # matches a pattern with a fixed first character (ABS_PATH's "/").
+            return st.from_regex(self.pattern, fullmatch=True, alphabet=self.alphabet).filter(
+                lambda s: self.min_len <= len(s) <= self.max_len
             )
         return st.from_regex(self.pattern, fullmatch=True)
 
@@ -172,10 +174,11 @@ class ListOf:
 
 # Reusable field kinds ---------------------------------------------------------------
 
+# PCI slots (devices) go from 00 to 1f, functions from 0 to 7.
 PCI_ADDRESS = Text(
-    r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]",
+    r"[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]",
     "a PCI address",
-    "domain:bus:slot.function in lower-case hex, e.g. 0000:01:00.0",
+    "domain:bus:slot.function in lower-case hex, slot 00-1f, function 0-7, e.g. 0000:01:00.0",
 )
 PCI_ID = Text(r"[0-9a-f]{4}:[0-9a-f]{4}", "a vendor:device id", "1234:abcd")
 MODULE = Text(r"[a-z0-9_]+", "a kernel module name", "e.g. nouveau", alphabet="abcdefgh_0123", max_len=16)
@@ -183,7 +186,7 @@ ABS_PATH = Text(
     r"/[A-Za-z0-9._+/-]+",
     "an absolute path",
     "an absolute path of letters, digits and ._+-/",
-    alphabet="abcOVMF_CODE4.fd/-",
+    alphabet="abcOVMF_CODE4.fd/-+",
     max_len=40,
 )
 VM_NAME = Text(
