@@ -10,13 +10,14 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "vm-smoke"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTEST_TIERS = {
     "unit": "not tool and not install and not vm",
     "tool": "tool",
     "install": "install",
+    "vm": "vm",
 }
 
 
@@ -63,8 +64,8 @@ def pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every tier: unit and property tests, real tools, install in a chroot (root)."""
-    pytest(session)
+    """Unit and property tests, real tools (iasl, lintian, libvirtd), install in a chroot (root)."""
+    pytest(session, "-m", "not vm")
 
 
 @nox.session
@@ -83,6 +84,12 @@ def tool(session: nox.Session) -> None:
 def install(session: nox.Session) -> None:
     """apt install / purge of the built package in an mmdebstrap chroot (needs root)."""
     pytest(session, "-m", PYTEST_TIERS["install"])
+
+
+@nox.session(name="vm-smoke")
+def vm_smoke(session: nox.Session) -> None:
+    """Boot each model's own domain under libvirt (TCG): battery, AC adapter and SMBIOS seen by the guest."""
+    pytest(session, "-m", PYTEST_TIERS["vm"])
 
 
 @nox.session

@@ -38,3 +38,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path
     out = tmp_path_factory.mktemp("build")
     debsrc.build_deb(aurora, ROOT / "models" / "aurora-z.toml", out)
     return out
+
+
+# One libvirtd for the whole session, shared by the libvirt and vm-smoke tests.
+from .libvirt import libvirtd_fixture  # noqa: E402, F401  (provides the "libvirtd" fixture)

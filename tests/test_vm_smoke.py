@@ -1,0 +1,117 @@
+"""Each model's own domain, started by libvirtd and booted: the guest sees the package's
+battery (full, on AC power) and the laptop's SMBIOS strings.
+
+A Debian kernel boots straight from OVMF (fw_cfg), with a busybox initramfs whose /init
+loads the ACPI ac and battery drivers and prints what sysfs says; see vm_smoke.py for what
+the test machine forces to change in the domain and why.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from gpupass import model, render
+
+from . import vm_smoke
+from .conftest import MODELS
+from .libvirt import Daemon
+
+pytestmark = pytest.mark.vm
+
+DOMAIN = "usr/share/gpupass/domain.xml"
+AML = "usr/share/gpupass/ssdt-battery.aml"
+BOOT_TIMEOUT = 240  # seconds; a boot takes about 10 s under TCG on a 2-core machine
+
+
+@pytest.fixture(scope="session")
+def guest_kernel() -> vm_smoke.Kernel:
+    return vm_smoke.debian_kernel()
+
+
+class Boot:
+    """One start of a domain, with what to show when it goes wrong."""
+
+    def __init__(self, libvirtd: Daemon, name: str, serial_log: Path) -> None:
+        self.libvirtd, self.name, self.serial_log = libvirtd, name, serial_log
+
+    def serial(self) -> str:
+        return self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
+
+    def logs(self) -> str:
+        qemu_log = self.libvirtd.path(f"/var/log/libvirt/qemu/{self.name}.log")
+        qemu = qemu_log.read_text(errors="replace") if qemu_log.exists() else "(none)"
+        return f"--- serial console\n{self.serial() or '(empty)'}\n--- QEMU log\n{qemu}"
+
+    def run(self, timeout: float) -> float:
+        """Start the domain, wait until the guest has powered it off; the seconds it took."""
+        started = time.monotonic()
+        self.libvirtd.virsh("start", self.name)
+        while self.libvirtd.virsh("domstate", self.name).stdout.strip() != "shut off":
+            elapsed = time.monotonic() - started
+            if "Kernel panic" in self.serial():
+                pytest.fail(f"the guest kernel panicked after {elapsed:.0f} s\n{self.logs()}")
+            if elapsed > timeout:
+                pytest.fail(f"the guest did not power off within {timeout} s\n{self.logs()}")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+
+@pytest.mark.parametrize("model_file", MODELS, ids=lambda p: p.stem)
+def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, model_file: Path, tmp_path: Path
+) -> None:
+    loaded = model.load(model_file, f"models/{model_file.name}")
+    files = render.render_all(loaded)
+    aml = tmp_path / "ssdt-battery.aml"
+    aml.write_bytes(files[AML])
+    initrd = tmp_path / "initramfs.cpio"
+    initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
+    serial_log = tmp_path / "serial.log"
+    domain = tmp_path / "domain.xml"
+    domain.write_bytes(
+        vm_smoke.smoke_domain(
+            files[DOMAIN],
+            kernel=guest_kernel.vmlinuz,
+            initrd=initrd,
+            aml=aml,
+            serial_log=serial_log,
+            memory_mib=vm_smoke.guest_memory_mib(loaded.vm.memory_mib),
+        )
+    )
+
+    libvirtd.virsh("define", str(domain))
+    boot = Boot(libvirtd, loaded.vm.name, serial_log)
+    try:
+        seconds = boot.run(BOOT_TIMEOUT)
+    finally:
+        libvirtd.virsh("destroy", loaded.vm.name, check=False)  # only if the guest hung
+        libvirtd.virsh("undefine", "--nvram", loaded.vm.name, check=False)
+    print(f"\n{model_file.stem}: {guest_kernel.package} booted and powered off in {seconds:.1f} s")
+
+    report = vm_smoke.parse_report(boot.serial())
+    print("\n".join(report.lines))
+    assert f"{vm_smoke.MARK} done" in report.lines, f"the guest's /init did not finish\n{boot.logs()}"
+    acpi = loaded.acpi
+    ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {acpi.oem_id} +{acpi.oem_table_id} "
+    assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
+    printed = "\n".join(report.lines)
+    battery = report.supply_of_type("Battery")
+    assert (battery.get("present"), battery.get("status"), battery.get("capacity")) == ("1", "Full", "100"), printed
+    assert report.supply_of_type("Mains").get("online") == "1", printed
+    assert report.dmi == {"sys_vendor": loaded.smbios.manufacturer, "product_name": loaded.smbios.product}, printed
+
+
+MEMINFO = "MemTotal: {ram} kB\nSwapTotal: 0 kB\nCommitLimit: {ram} kB\nCommitted_AS: 1048576 kB\n"
+
+
+@pytest.mark.parametrize(
+    "ram_gib,overcommit,expected",
+    [(32, "0", 16384), (8, "0", 1024), (8, "1", 16384), (32, "2", 16384), (16, "2", 1024)],
+)
+def test_guest_keeps_model_memory_unless_host_cannot_map_it(ram_gib: int, overcommit: str, expected: int) -> None:
+    meminfo = MEMINFO.format(ram=ram_gib * 1024 * 1024)
+    assert vm_smoke.guest_memory_mib(16384, meminfo, overcommit) == expected
