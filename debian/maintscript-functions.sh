@@ -26,3 +26,17 @@ gpupass_reboot_required() {
 		grep -qsx "$1" /run/reboot-required.pkgs || echo "$1" >> /run/reboot-required.pkgs
 	fi
 }
+
+# libvirt before 10 (Debian 12) has no "include if exists <abstractions/libvirt-qemu.d>" in its
+# QEMU abstraction, so the package's drop-in there is not read. The fix is one line in the
+# admin's own local file, which a package must not edit: say so instead.
+gpupass_apparmor_notice() {
+	abstraction=/etc/apparmor.d/abstractions/libvirt-qemu
+	if [ -e "$abstraction" ] && ! grep -qs 'abstractions/libvirt-qemu\.d' "$abstraction"; then
+		cat >&2 <<'NOTICE'
+gpupass: this libvirt's AppArmor profile does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/,
+  so the VM may be denied the vBIOS and the battery table. Allow them with:
+    echo 'include if exists <abstractions/libvirt-qemu.d>' >> /etc/apparmor.d/local/abstractions/libvirt-qemu
+NOTICE
+	fi
+}

@@ -206,3 +206,19 @@ def test_install_remove_purge_boot_files(kernel_chroot: chroot.Chroot, built: Pa
     system.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     system.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
     assert system.files() ^ before == set()
+
+
+def test_postinst_says_how_to_let_apparmor_read_the_drop_in(plain_chroot: chroot.Chroot, built: Path) -> None:
+    """With Debian 12's libvirt abstraction (no libvirt-qemu.d include), the user is told the one line to add."""
+    abstraction = plain_chroot.root / "etc/apparmor.d/abstractions/libvirt-qemu"
+    abstraction.parent.mkdir(parents=True)
+    abstraction.write_text("  /usr/share/OVMF/** rk,\n  #include <local/abstractions/libvirt-qemu>\n")
+    deb = plain_chroot.copy_in(built / "gpupass-aurora-z.deb")
+    result = plain_chroot.run("apt-get", "install", "-y", deb)
+    assert (
+        "    echo 'include if exists <abstractions/libvirt-qemu.d>' >> /etc/apparmor.d/local/abstractions/libvirt-qemu"
+    ) in result.stderr
+    # A libvirt whose abstraction reads the directory gets no such notice.
+    abstraction.write_text("  include if exists <abstractions/libvirt-qemu.d>\n")
+    result = plain_chroot.run("apt-get", "install", "-y", "--reinstall", deb)
+    assert "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/" not in result.stderr
