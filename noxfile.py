@@ -7,6 +7,7 @@ nox -s tests                           every test tier (what CI runs)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -46,6 +47,17 @@ def build_source(session: nox.Session) -> None:
     model = model_arg(session)
     session.install("-e", ".[build]")
     session.run("python", "-m", "gpupass", "build-source", model)
+
+
+@nox.session
+def publish(session: nox.Session) -> None:
+    """Build the model's .deb and add it to the local signed apt repository build/repo:
+    nox -s publish -- MODEL=aurora-z (signing key: $GPUPASS_SIGNING_KEY)"""
+    model = model_arg(session)
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "build-deb", model)
+    debs = sorted(str(p) for p in Path("build").glob(f"gpupass-{model}_*_all.deb"))
+    session.run("python", "-m", "gpupass", "publish", *debs)
 
 
 @nox.session

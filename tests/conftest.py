@@ -9,6 +9,8 @@ import pytest
 
 from gpupass import debsrc, model
 
+from . import chroot
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))
 
@@ -38,6 +40,17 @@ def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path
     out = tmp_path_factory.mktemp("build")
     debsrc.build_deb(aurora, ROOT / "models" / "aurora-z.toml", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def plain_chroot_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chroot.require_root_tools()
+    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd"))
+
+
+@pytest.fixture
+def plain_chroot(plain_chroot_tarball: Path, tmp_path: Path) -> chroot.Chroot:
+    return chroot.unpack(plain_chroot_tarball, tmp_path / "root")
 
 
 # One libvirtd for the whole session, shared by the libvirt and vm-smoke tests.

@@ -12,17 +12,6 @@ from . import chroot, sysfs
 pytestmark = pytest.mark.install
 
 
-@pytest.fixture(scope="session")
-def plain_chroot_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chroot.require_root_tools()
-    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd"))
-
-
-@pytest.fixture
-def plain_chroot(plain_chroot_tarball: Path, tmp_path: Path) -> chroot.Chroot:
-    return chroot.unpack(plain_chroot_tarball, tmp_path / "root")
-
-
 def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, built: Path) -> None:
     before = plain_chroot.files()
     deb = plain_chroot.copy_in(built / "gpupass-aurora-z.deb")

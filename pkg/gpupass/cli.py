@@ -103,6 +103,17 @@ def cmd_build_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from . import repo
+
+    repository = Path(args.repo).resolve()
+    keyring = repo.publish([Path(d) for d in args.debs], repository, args.key)
+    print(f"published to {repository}; users add /etc/apt/sources.list.d/gpupass.sources:")
+    print(repo.sources_entry(repository), end="")
+    print(f"(keyring: {keyring})")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from . import preflight
 
@@ -144,6 +155,10 @@ def parser() -> argparse.ArgumentParser:
         sp = add(name, func, what)
         sp.add_argument("model", help="model id or path to a .toml")
         sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp = add("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
+    sp.add_argument("debs", nargs="+", metavar="DEB")
+    sp.add_argument("--repo", default=str(paths.BUILD_DIR / "repo"), help="repository directory (default: build/repo)")
+    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
     sp = add("check", cmd_check, "pre-flight checks: is this the laptop the model is for?")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)

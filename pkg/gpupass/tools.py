@@ -26,14 +26,15 @@ PROVIDERS = {
     "iasl": "acpica-tools",
     "dpkg-buildpackage": "dpkg-dev",
     "dpkg-source": "dpkg-dev",
+    "dpkg-genchanges": "dpkg-dev",
     "dpkg-deb": "dpkg",
     "lintian": "lintian",
     "virsh": "libvirt-clients",
-    "virt-xml-validate": "libvirt-clients",
     "mmdebstrap": "mmdebstrap",
     "git": "git",
     "systemd-analyze": "systemd",
     "reprepro": "reprepro",
+    "gpg": "gnupg",
     "dput": "dput",
 }
 
