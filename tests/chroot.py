@@ -6,9 +6,11 @@ test, so tests cannot see each other's leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,22 @@ class Chroot:
         if check and result.returncode:
             raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
+
+    @contextlib.contextmanager
+    def mounts(self) -> Iterator[None]:
+        """/dev and /proc inside, as a package builder (sbuild, Launchpad) has them."""
+        done = []
+        try:
+            for argv, target in (
+                (["mount", "--rbind", "/dev"], self.root / "dev"),
+                (["mount", "-t", "proc", "proc"], self.root / "proc"),
+            ):
+                subprocess.run([*argv, str(target)], check=True)
+                done.append(target)
+            yield
+        finally:
+            for target in reversed(done):
+                subprocess.run(["umount", "--recursive", "--lazy", str(target)], check=True)
 
     def copy_in(self, path: Path) -> str:
         shutil.copy2(path, self.root / "tmp" / path.name)

@@ -227,6 +227,11 @@ def build_source(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR
     """Build the source package (for a PPA upload) into ``out_dir``; return the .dsc."""
     with tempfile.TemporaryDirectory(prefix="gpupass-source-") as tmp:
         source = make_source(model, model_file, Path(tmp))
+        # The upload's .changes (unsigned: debsign signs it with the maintainer's key).
+        tree = source.directory / "changes-tree"
+        tools.run("dpkg-source", "-x", source.dsc, tree, cwd=source.directory, what="unpacking the source package")
+        changes = source.directory / f"{source.name}_{source.version}_source.changes"
+        tools.run("dpkg-genchanges", "-S", "-sa", f"-O{changes}", cwd=tree, what="writing the upload's .changes")
         files = [p for p in source.directory.iterdir() if p.is_file()]
         publish(files, out_dir)
     return out_dir / source.dsc.name
