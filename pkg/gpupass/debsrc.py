@@ -32,7 +32,9 @@ STAGED_DIRS = ("pkg", "config-templates", "acpi")
 BUILD_DEPENDS = ("dh-python", "python3-setuptools", "acpica-tools", "python3-jinja2", "python3-sh")
 # Lines of debian/ that name the package get it in place of "package".
 OVERLAY_PREFIX = "package."
-DEFAULT_MAINTAINER = "gpupass maintainers <gpupass@packages.debian.org>"
+# A placeholder that cannot be mistaken for a real address; set DEBFULLNAME and DEBEMAIL
+# (who signs the upload) when publishing.
+DEFAULT_MAINTAINER = "gpupass maintainers <maintainers@gpupass.invalid>"
 
 
 @dataclass(frozen=True)
