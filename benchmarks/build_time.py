@@ -40,8 +40,7 @@ def main() -> None:
             full.append(timed(lambda: debsrc.build_deb(m, model_file, Path(out))))
         with tempfile.TemporaryDirectory() as scratch:
             source = debsrc.make_source(m, model_file, Path(scratch))
-            tree = source.directory / "tree"
-            tools.run("dpkg-source", "-x", source.dsc, tree)
+            tree = debsrc.unpack(source, "tree")
             bare.append(timed(lambda tree=tree: tools.run("dpkg-buildpackage", "-b", "-us", "-uc", cwd=tree)))
 
     f, b = statistics.median(full), statistics.median(bare)

@@ -185,10 +185,16 @@ def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
     return SourcePackage(model.package, version, dist / f"{model.package}_{version}.dsc", dist)
 
 
+def unpack(source: SourcePackage, name: str) -> Path:
+    """The source package unpacked afresh from its .dsc, as a builder sees it."""
+    tree = source.directory / name
+    tools.run("dpkg-source", "-x", source.dsc, tree, cwd=source.directory, what="unpacking the source package")
+    return tree
+
+
 def build_binary(source: SourcePackage) -> Path:
     """Build the .deb from the .dsc, unpacked afresh as a clean builder would."""
-    tree = source.directory / "build-tree"
-    tools.run("dpkg-source", "-x", source.dsc, tree, cwd=source.directory, what="unpacking the source package")
+    tree = unpack(source, "build-tree")
     tools.run(
         "dpkg-buildpackage",
         "-b",
@@ -230,8 +236,7 @@ def build_source(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR
     with tempfile.TemporaryDirectory(prefix="gpupass-source-") as tmp:
         source = make_source(model, model_file, Path(tmp))
         # The upload's .changes (unsigned: debsign signs it with the maintainer's key).
-        tree = source.directory / "changes-tree"
-        tools.run("dpkg-source", "-x", source.dsc, tree, cwd=source.directory, what="unpacking the source package")
+        tree = unpack(source, "changes-tree")
         changes = source.directory / f"{source.name}_{source.version}_source.changes"
         tools.run("dpkg-genchanges", "-S", "-sa", f"-O{changes}", cwd=tree, what="writing the upload's .changes")
         files = [p for p in source.directory.iterdir() if p.is_file()]
