@@ -75,12 +75,13 @@ def test_conffiles_are_only_under_etc(built: Path, tmp_path: Path) -> None:
     assert (tmp_path / "triggers").read_text().splitlines()[-1] == "activate-noawait update-initramfs"
 
 
-def test_lintian_reports_no_errors(built: Path) -> None:
+def test_lintian_reports_no_errors_or_warnings(built: Path) -> None:
+    # initial-upload-closes-no-bugs asks for a Debian ITP bug: these packages are not for Debian.
     result = subprocess.run(
         [
             "lintian",
             "--fail-on",
-            "error",
+            "error,warning",
             "--suppress-tags",
             "initial-upload-closes-no-bugs",
             str(built / "gpupass-aurora-z.deb"),
@@ -88,7 +89,7 @@ def test_lintian_reports_no_errors(built: Path) -> None:
         capture_output=True,
         text=True,
     )
-    errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
+    errors = [line for line in result.stdout.splitlines() if line.startswith(("E:", "W:"))]
     assert result.returncode == 0 and errors == [], result.stdout + result.stderr
 
 
