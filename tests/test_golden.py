@@ -45,7 +45,7 @@ def test_every_artifact_kind_has_a_golden_file() -> None:
         "usr/share/gpupass/domain.xml",
         "usr/share/gpupass/ssdt-battery.aml",
         "usr/share/gpupass/ssdt-battery.asl",
-        "usr/share/gpupass/model.toml",
+        "usr/share/gpupass/models/aurora-z.toml",
         "lib/systemd/system/gpupass-vbios.service",
         "etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
     } == paths

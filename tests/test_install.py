@@ -34,6 +34,9 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     # The command works in the chroot with nothing but python3.
     version = plain_chroot.run("gpupass", "--version")
     assert version.stdout == "gpupass 0.1.0\n"
+    # It knows which model it was installed for.
+    check = plain_chroot.run("gpupass", "check")
+    assert check.stdout.splitlines()[0] == "gpupass check: MECHREVO Aurora Z (gpupass-aurora-z)"
 
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     plain_chroot.run("rm", deb)

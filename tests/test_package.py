@@ -33,7 +33,7 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/share/initramfs-tools/modules.d/gpupass-aurora-z.conf",
         "/usr/share/gpupass/ssdt-battery.aml",
         "/usr/share/gpupass/domain.xml",
-        "/usr/share/gpupass/model.toml",
+        "/usr/share/gpupass/models/aurora-z.toml",
         "/lib/systemd/system/gpupass-vbios.service",
         "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
         "/usr/bin/gpupass",

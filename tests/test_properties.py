@@ -245,7 +245,7 @@ GRUB_CMDLINE_LINUX_DEFAULT=; . "$1"; printf '%s\\n' "$GRUB_CMDLINE_LINUX_DEFAULT
 def check_grub(text: str, m: Model) -> None:
     """Sourced by sh: inert without the package's model file, else exactly our arguments."""
     args = grub_args(m)
-    marker = str(paths.INSTALLED_MODEL)
+    marker = str(paths.installed_model(m.id))
     expect(text.count(marker) == 1, f"the drop-in names {marker} {text.count(marker)} times (expected once)")
     with tempfile.TemporaryDirectory(prefix="gpupass-grub-") as tmp:
         dropin, model_file = Path(tmp) / "dropin.cfg", Path(tmp) / "model.toml"
@@ -444,8 +444,8 @@ MUTATIONS = {
     ),
     "grub-appends-unconditionally": Mutation(
         "grub.cfg.j2",
-        "if [ -e {{ paths.INSTALLED_MODEL }} ]; then",
-        ": {{ paths.INSTALLED_MODEL }}; if true; then",
+        "if [ -e {{ paths.installed_model(model.id) }} ]; then",
+        ": {{ paths.installed_model(model.id) }}; if true; then",
         exactly(
             lambda m: (
                 f"GRUB_CMDLINE_LINUX_DEFAULT after the drop-in: 'quiet {grub_args(m)}',"

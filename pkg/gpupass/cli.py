@@ -36,11 +36,14 @@ def load_model(arg: str) -> tuple[model.Model, Path]:
 
 
 def installed_model() -> model.Model:
-    if not paths.INSTALLED_MODEL.exists():
+    """The model of the installed gpupass-<model> package (model packages conflict: one at most)."""
+    found = sorted(paths.INSTALLED_MODELS.glob("*.toml"))
+    if len(found) != 1:
         raise GpupassError(
-            f"{paths.INSTALLED_MODEL}: not found", hint="install a gpupass-<model> package, or pass --model"
+            f"{paths.INSTALLED_MODELS}: {len(found)} model files (expected the installed package's one)",
+            hint="install a gpupass-<model> package, or pass --model",
         )
-    return model.load(paths.INSTALLED_MODEL)
+    return model.load(found[0])
 
 
 def cmd_models(args: argparse.Namespace) -> int:

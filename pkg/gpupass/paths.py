@@ -20,7 +20,14 @@ BUILD_DIR = SOURCE_ROOT / "build"
 
 # Installed on the laptop (absolute paths as the package ships them).
 SHARE = Path("/usr/share/gpupass")
-INSTALLED_MODEL = SHARE / "model.toml"
+# The model the package was built for, under its own id (one model package per laptop).
+INSTALLED_MODELS = SHARE / "models"
+
+
+def installed_model(model_id: str) -> Path:
+    return INSTALLED_MODELS / f"{model_id}.toml"
+
+
 INSTALLED_AML = SHARE / "ssdt-battery.aml"
 INSTALLED_DOMAIN = SHARE / "domain.xml"
 STATE_DIR = Path("/var/lib/gpupass")

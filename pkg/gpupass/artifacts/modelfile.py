@@ -44,4 +44,4 @@ def to_toml(model: Model) -> str:
 
 
 def render(model: Model, templates) -> dict[str, bytes]:
-    return {str(paths.INSTALLED_MODEL).lstrip("/"): to_toml(model).encode("utf-8")}
+    return {str(paths.installed_model(model.id)).lstrip("/"): to_toml(model).encode("utf-8")}
