@@ -147,19 +147,6 @@ class OneOf(Constraint):
 
 
 @dataclass(frozen=True)
-class Bool(Constraint):
-    expected: str = "true or false"
-
-    def check(self, value: Any) -> str | None:
-        return None if isinstance(value, bool) else f"{show(value)} is not a boolean"
-
-    def strategy(self):
-        from hypothesis import strategies as st
-
-        return st.booleans()
-
-
-@dataclass(frozen=True)
 class ListOf:
     """A TOML array of ``item`` (a Constraint or a model dataclass)."""
 
