@@ -87,22 +87,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build_deb(args: argparse.Namespace) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
+    """build-deb and build-source: the same steps up to the debsrc builder they name."""
     from . import debsrc, render
 
     m, path = load_model(args.model)
     render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
-    deb = debsrc.build_deb(m, path, Path(args.out))
-    print(deb)
-    return 0
-
-
-def cmd_build_source(args: argparse.Namespace) -> int:
-    from . import debsrc, render
-
-    m, path = load_model(args.model)
-    render.render_all(m)
-    print(debsrc.build_source(m, path, Path(args.out)))
+    builder = {"build-deb": debsrc.build_deb, "build-source": debsrc.build_source}[args.command]
+    print(builder(m, path, Path(args.out)))
     return 0
 
 
@@ -151,11 +143,11 @@ def parser() -> argparse.ArgumentParser:
     sp = add("render", cmd_render, "render a model's files into a package root")
     sp.add_argument("model", help="model id or path to a .toml")
     sp.add_argument("--dest", required=True, help="directory to write into (e.g. debian/<package>)")
-    for name, func, what in (
-        ("build-deb", cmd_build_deb, "build the model's .deb"),
-        ("build-source", cmd_build_source, "build the model's source package (for a PPA upload)"),
+    for name, what in (
+        ("build-deb", "build the model's .deb"),
+        ("build-source", "build the model's source package (for a PPA upload)"),
     ):
-        sp = add(name, func, what)
+        sp = add(name, cmd_build, what)
         sp.add_argument("model", help="model id or path to a .toml")
         sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
     sp = add("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
