@@ -210,7 +210,7 @@ def build_binary(source: SourcePackage) -> Path:
     return debs[0]
 
 
-def publish(files: list[Path], out_dir: Path) -> None:
+def deliver(files: list[Path], out_dir: Path) -> None:
     """Move finished files into ``out_dir`` (each appears whole or not at all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
@@ -227,7 +227,7 @@ def build_deb(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR) -
         deb = build_binary(source)
         alias = deb.with_name(f"{model.package}.deb")
         shutil.copy2(deb, alias)
-        publish([deb, alias], out_dir)
+        deliver([deb, alias], out_dir)
     return out_dir / alias.name
 
 
@@ -240,5 +240,5 @@ def build_source(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR
         changes = source.directory / f"{source.name}_{source.version}_source.changes"
         tools.run("dpkg-genchanges", "-S", "-sa", f"-O{changes}", cwd=tree, what="writing the upload's .changes")
         files = [p for p in source.directory.iterdir() if p.is_file()]
-        publish(files, out_dir)
+        deliver(files, out_dir)
     return out_dir / source.dsc.name
