@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pkg"))
 
-from gpupass import debsrc, model, paths, tools  # noqa: E402
+from gpupass import model, paths  # noqa: E402
+from gpupass.build import debsrc, tools  # noqa: E402
 
 
 def timed(func) -> float:

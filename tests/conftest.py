@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import debsrc, model
+from gpupass import model
+from gpupass.build import debsrc
 
 from . import chroot
 

@@ -6,8 +6,9 @@ import struct
 
 import pytest
 
-from gpupass import aml, model, render
-from gpupass.artifacts import ssdt
+from gpupass import model
+from gpupass.build import aml, render
+from gpupass.build.artifacts import ssdt
 from gpupass.errors import ToolError
 
 pytestmark = pytest.mark.tool

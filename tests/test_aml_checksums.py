@@ -11,8 +11,9 @@ import hashlib
 
 import pytest
 
-from gpupass import model, paths, render
-from gpupass.artifacts import ssdt
+from gpupass import model, paths
+from gpupass.build import render
+from gpupass.build.artifacts import ssdt
 
 from .conftest import MODELS, ROOT
 

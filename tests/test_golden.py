@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import model, render
+from gpupass import model
+from gpupass.build import render
 
 from .conftest import MODELS, ROOT
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from gpupass import model, paths, render
+from gpupass import model, paths
+from gpupass.build import render
 
 from .conftest import MODELS, ROOT
 from .libvirt import Daemon

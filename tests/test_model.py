@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.artifacts import modelfile
+from gpupass.build.artifacts import modelfile
 from gpupass.errors import ModelError
 
 from .conftest import ROOT

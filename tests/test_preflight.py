@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gpupass.laptop.preflight import PreflightError, cli, detect_container, run_checks
 from gpupass.model import load
-from gpupass.preflight import PreflightError, cli, detect_container, run_checks
 
 from .sysfs import AURORA_Z_PCI, build_sysfs, changed, without
 

@@ -31,8 +31,9 @@ import pytest
 from hypothesis import Phase, find, given, settings
 from lxml import etree
 
-from gpupass import aml, model, paths, render, tools
-from gpupass.artifacts import domain, grub, modelfile, modprobe, ssdt, systemd
+from gpupass import model, paths
+from gpupass.build import aml, render, tools
+from gpupass.build.artifacts import domain, grub, modelfile, modprobe, ssdt, systemd
 from gpupass.model import Model
 
 from .strategies import batteries, derived, models

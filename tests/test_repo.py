@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import repo
+from gpupass.build import repo
 from gpupass.errors import GpupassError
 
 from . import chroot

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpupass import vbios
+from gpupass.laptop import vbios
+from gpupass.laptop.vbios import RomError, SysfsDevice, check_file, extract, import_rom, store, validate
 from gpupass.model import load
-from gpupass.vbios import RomError, SysfsDevice, check_file, extract, import_rom, store, validate
 
 REPO = Path(__file__).parents[1]
 GPU_ADDRESS = "0000:01:00.0"

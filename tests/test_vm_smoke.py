@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import model, render
+from gpupass import model
+from gpupass.build import render
 
 from . import vm_smoke
 from .conftest import MODELS

@@ -59,8 +59,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from . import render
-    from .artifacts import modelfile
+    from .build import render
+    from .build.artifacts import modelfile
 
     m, _ = load_model(args.model)
     files = render.render_all(m)
@@ -77,7 +77,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from . import render
+    from .build import render
 
     m, _ = load_model(args.model)
     files = render.render_all(m)  # everything rendered before anything is written
@@ -89,7 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """build-deb and build-source: the same steps up to the debsrc builder they name."""
-    from . import debsrc, render
+    from .build import debsrc, render
 
     m, path = load_model(args.model)
     render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
@@ -99,7 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from . import repo
+    from .build import repo
 
     repository = Path(args.repo).resolve()
     keyring = repo.publish([Path(d) for d in args.debs], repository, args.key)
@@ -110,14 +110,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import preflight
+    from .laptop import preflight
 
     m = load_model(args.model)[0] if args.model else installed_model()
     return preflight.cli(m, Path(args.root))
 
 
 def cmd_vbios(args: argparse.Namespace) -> int:
-    from . import vbios
+    from .laptop import vbios
 
     m = load_model(args.model)[0] if args.model else installed_model()
     return vbios.cli(args.vbios_args, m, paths.VBIOS_ROM)

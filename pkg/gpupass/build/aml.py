@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import GpupassError
+from ..errors import GpupassError
 
 HEADER = struct.Struct("<4sIBB6s8sI4sI")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import paths
-from ..model import Model
+from ... import paths
+from ...model import Model
 
 
 def render(model: Model, templates) -> dict[str, bytes]:

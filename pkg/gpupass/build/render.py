@@ -1,6 +1,6 @@
 """Turn a Model into the files the package ships: ``{path in the package: bytes}``.
 
-Each artifact kind lives in its own module under ``gpupass.artifacts`` with the same
+Each artifact kind lives in its own module under ``gpupass.build.artifacts`` with the same
 shape, ``render(model, templates) -> {relative path: bytes}``, and (but for the AML)
 one template in ``config-templates/``. Adding an artifact touches one module and one
 template, plus its line in ARTIFACTS below.
@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from . import paths
+from .. import paths
+from ..errors import GpupassError
+from ..model import Model
 from .artifacts import apparmor, domain, grub, initramfs, modelfile, modprobe, ssdt, systemd
-from .errors import GpupassError
-from .model import Model
 
 ARTIFACTS = (grub, modprobe, initramfs, domain, ssdt, systemd, apparmor, modelfile)
 

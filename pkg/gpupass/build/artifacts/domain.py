@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import paths
-from ..model import Model, PciFunction
+from ... import paths
+from ...model import Model, PciFunction
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 # Guest PCIe bus of the root port the passed-through functions sit behind.

@@ -6,8 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
-from .. import paths
-from ..model import Model
+from ... import paths
+from ...model import Model
 
 
 def _value(v: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import Model
+from ...model import Model
 
 IOMMU_ARG = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .. import aml, paths, tools
-from ..errors import ToolError
-from ..model import Model
+from ... import paths
+from ...errors import ToolError
+from ...model import Model
+from .. import aml, tools
 
 TEMPLATE = "ssdt-battery.asl.j2"
 ASL_NAME = "ssdt-battery.asl"

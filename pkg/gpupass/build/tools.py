@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sh
 
-from .errors import ToolError
+from ..errors import ToolError
 
 log = logging.getLogger("gpupass")
 logging.getLogger("sh").setLevel(logging.WARNING)  # it logs every process start at INFO

@@ -23,9 +23,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, paths, preinst, tools
-from .errors import GpupassError, ToolError
-from .model import Model
+from .. import __version__, paths
+from ..errors import GpupassError, ToolError
+from ..model import Model
+from . import preinst, tools
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")

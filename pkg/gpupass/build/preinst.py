@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..model import Model
 from .artifacts import modelfile
-from .model import Model
 
-# In import order: each imports only those before it.
-MODULES = ("errors", "schema", "model", "preflight")
+# In import order: each imports only those before it (dotted: below gpupass/).
+MODULES = ("errors", "schema", "model", "laptop", "laptop.preflight")
 
 BOOTSTRAP = """\
 import sys
@@ -27,14 +27,20 @@ package = types.ModuleType("gpupass")
 package.__path__ = []
 sys.modules["gpupass"] = package
 for name in {modules}:
+    shown, source = SOURCES[name]
+    parent_name, _, leaf = ("gpupass." + name).rpartition(".")
     module = types.ModuleType("gpupass." + name)
-    module.__package__ = "gpupass"
-    module.__file__ = "{package} preinst: gpupass/" + name + ".py"
+    module.__package__ = parent_name
+    if shown.endswith("/__init__.py"):
+        module.__path__ = []
+        module.__package__ = module.__name__
+    module.__file__ = "{package} preinst: " + shown
     sys.modules[module.__name__] = module
-    exec(compile(SOURCES[name], module.__file__, "exec"), module.__dict__)
-    setattr(package, name, module)
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    setattr(sys.modules[parent_name], leaf, module)
 
-from gpupass import model, preflight
+from gpupass import model
+from gpupass.laptop import preflight
 
 sys.exit(preflight.preinst(model.parse(MODEL, {model_id}, "{package} preinst")))
 """
@@ -42,8 +48,13 @@ sys.exit(preflight.preinst(model.parse(MODEL, {model_id}, "{package} preinst")))
 
 def program(model: Model) -> str:
     """Python source that runs ``gpupass check`` for ``model`` with nothing installed."""
-    here = Path(__file__).parent
-    sources = {name: (here / f"{name}.py").read_text(encoding="utf-8") for name in MODULES}
+    top = Path(__file__).parents[1]  # pkg/gpupass
+    sources = {}
+    for name in MODULES:
+        path = top.joinpath(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        shown = path.relative_to(top.parent).as_posix()
+        sources[name] = (shown, path.read_text(encoding="utf-8"))
     return BOOTSTRAP.format(
         sources=repr(sources),
         model_toml=repr(modelfile.to_toml(model)),

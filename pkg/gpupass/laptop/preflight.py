@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .errors import GpupassError
+from ..errors import GpupassError
 
 if TYPE_CHECKING:  # only attributes are read, so the preinst needs no model module
-    from .model import Model, PciFunction
+    from ..model import Model, PciFunction
 
 FORCE_VARIABLE = "GPUPASS_FORCE"
 FORCE_HINT = f"fix the problems above, or set {FORCE_VARIABLE}=1 to install anyway"

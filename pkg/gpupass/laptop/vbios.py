@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import GpupassError
-from .model import Model
+from ..errors import GpupassError
+from ..model import Model
 
 ROM_SIGNATURE = b"\x55\xaa"
 PCIR_SIGNATURE = b"PCIR"

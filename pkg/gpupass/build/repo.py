@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import GpupassError
 from . import tools
-from .errors import GpupassError
 
 SUITE = "gpupass"
 COMPONENT = "main"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import Model
+from ...model import Model
 
 
 def render(model: Model, templates) -> dict[str, bytes]:

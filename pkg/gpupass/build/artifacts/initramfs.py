@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import Model
+from ...model import Model
 
 MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
 

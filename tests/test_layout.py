@@ -1,0 +1,50 @@
+"""The two sides: the laptop side (what the installed command runs) imports nothing from the
+build side, and nothing beyond the standard library (and libvirt, where the laptop has it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "pkg"
+
+# Every laptop-side module, imported with the build side and its dependencies made unimportable.
+PROBE = """
+import importlib, pkgutil, sys
+BLOCKED = ("gpupass.build", "jinja2", "sh", "stdeb", "lxml", "hypothesis")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ImportError(f"the laptop side imported {name}")
+        return None
+sys.meta_path.insert(0, Block())
+sys.path[:0] = [sys.argv[1]]
+import gpupass.laptop
+names = ["gpupass.cli", "gpupass.errors", "gpupass.model", "gpupass.paths", "gpupass.schema"]
+names += [m.name for m in pkgutil.iter_modules(gpupass.laptop.__path__, "gpupass.laptop.")]
+for name in names:
+    importlib.import_module(name)
+print(" ".join(sorted(names)))
+"""
+
+
+def test_laptop_side_imports_nothing_from_the_build_side() -> None:
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", PROBE, str(PKG)], capture_output=True, text=True, cwd="/"
+    )
+    assert result.returncode == 0, result.stderr
+    imported = result.stdout.split()
+    assert {"gpupass.laptop.preflight", "gpupass.laptop.vbios", "gpupass.cli"} <= set(imported)
+
+
+def test_the_blocker_catches_a_build_import(tmp_path: Path) -> None:
+    """The probe above fails when a laptop module does import the build side."""
+    tree = tmp_path / "pkg"
+    subprocess.run(["cp", "-r", str(PKG), str(tree)], check=True)
+    bad = tree / "gpupass" / "laptop" / "bad.py"
+    bad.write_text("from ..build import render\n")
+    result = subprocess.run([sys.executable, "-I", "-c", PROBE, str(tree)], capture_output=True, text=True, cwd="/")
+    assert result.returncode != 0
+    assert "ImportError: the laptop side imported gpupass.build" in result.stderr
