@@ -31,9 +31,7 @@ print(" ".join(sorted(names)))
 
 
 def test_laptop_side_imports_nothing_from_the_build_side() -> None:
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", PROBE, str(PKG)], capture_output=True, text=True, cwd="/"
-    )
+    result = subprocess.run([sys.executable, "-I", "-c", PROBE, str(PKG)], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     imported = result.stdout.split()
     assert {"gpupass.laptop.preflight", "gpupass.laptop.vbios", "gpupass.cli"} <= set(imported)
