@@ -79,6 +79,9 @@ def run_in_fresh_system(target: Path, command: str, log: Path) -> subprocess.Com
         "HOME": "/root",
         "LC_ALL": "C.UTF-8",
         INSIDE: "1",
+        # The inner run proves this machine's set-up; the other releases' chroots need
+        # nothing more from it (mmdebstrap brings them), and run once, outside.
+        "GPUPASS_RELEASES": "debian12",
         **{name: os.environ[name] for name in CERTIFICATE_VARIABLES if name in os.environ},
     }
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_MACHINE, "sh", str(target)]
