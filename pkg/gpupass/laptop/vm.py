@@ -33,6 +33,7 @@ from .xmledit import Editor, quote
 # the file; older releases take the table only as a QEMU argument (-acpitable).
 NATIVE_ACPI_TABLE_VERSION = 11_002_000
 PORT_ALIAS = "ua-gpupass-port"
+PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
 SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil|secure", re.IGNORECASE)
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
@@ -135,7 +136,7 @@ def _guest_bus(editor: Editor, ctx: Context) -> int:
         bus = int(gpu.get("bus", "0"), 16)
         if str(bus) in ports and ports[str(bus)].find(f"alias[@name='{PORT_ALIAS}']") is None:
             return bus
-    path = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
+    path = PORT_PATH
     port = xmledit.find(root, path)
     if port is None:
         index = max((int(c.get("index", "0")) for c in controllers), default=0) + 1
@@ -178,7 +179,9 @@ def piece_subsystem_ids(editor: Editor, ctx: Context) -> None:
             path = f"{device_path}/qemu:property[@name='{name}']"
             prop = editor.ensure(path)
             editor.set(prop, path, "type", "unsigned")
-            editor.set(prop, path, "value", f"0x{int(value, 16):04x}")
+            # Decimal: libvirt (9.0 at least) refuses value='0x1d05' for type='unsigned'
+            # ("invalid value '0x1d05' of 'value' attribute of 'qemu:property'").
+            editor.set(prop, path, "value", str(int(value, 16)))
 
 
 def piece_mmio_window(editor: Editor, ctx: Context) -> None:
@@ -329,8 +332,15 @@ def missing_pieces(domain_xml: str, model: Model, host_cpus: Iterable[int] = ())
             lines.append(f"{name}: {'; '.join(e.problems)}")
             continue
         if editor.changes:
-            lines.append(f"{name}: {'; '.join(editor.changes)}")
+            lines.append(f"{name}: {_readable('; '.join(editor.changes), model)}")
     return lines
+
+
+def _readable(text: str, model: Model) -> str:
+    """Paths in words where they are long: a hostdev by its host address."""
+    for function in model.gpu.functions:
+        text = text.replace(hostdev_path(function), f"hostdev {function.address}")
+    return text.replace(PORT_PATH, "a pcie-root-port for them")
 
 
 # Against libvirt ----------------------------------------------------------------------
@@ -521,7 +531,8 @@ def define(
     name = name or model.vm.name
     if libvirtconn.exists(conn, name):
         raise GpupassError(
-            f"a domain named {name} exists already", hint=f"choose another name, or add passthrough to it: gpupass vm attach {name}"
+            f"a domain named {name} exists already",
+            hint=f"choose another name, or add passthrough to it: gpupass vm attach {name}",
         )
     try:
         text = template.read_text(encoding="utf-8")

@@ -156,6 +156,7 @@ class Editor:
         self._journal = self._find_journal()
         self._owner = owner
         self._owned: set[int] = set()
+        self._created: set[int] = set()  # this run's: "add X" already says what they hold
         self._recorded: set[tuple[str, str, str]] = set()
         if self._journal is not None:
             for entry in self._journal:
@@ -231,7 +232,9 @@ class Editor:
                     self._record("added", sub_path, kind="whole" if whole else "container")
                 if whole:
                     self._owned.update(id(e) for e in found.iter())
-                self.changes.append(f"add {sub_path}")
+                if id(element) not in self._created:
+                    self.changes.append(f"add {sub_path}")
+                self._created.update(id(e) for e in found.iter())
             element = found
         return element
 
@@ -247,8 +250,9 @@ class Editor:
             self.changes.append(f"remove {_describe(path, attr)} (was {old!r})")
         else:
             element.set(attr, value)
-            was = f" (was {old!r})" if old is not None else ""
-            self.changes.append(f"set {_describe(path, attr)}={value!r}{was}")
+            if id(element) not in self._created:
+                was = f" (was {old!r})" if old is not None else ""
+                self.changes.append(f"set {_describe(path, attr)}={value!r}{was}")
 
     def set_text(self, element: ET.Element, path: str, value: str) -> None:
         old = (element.text or "").strip() if len(element) == 0 else element.text
@@ -257,7 +261,8 @@ class Editor:
         if not self._owns(element):
             self._record("text", path, **({"old": old} if old else {}))
         element.text = value
-        self.changes.append(f"set {path} text to {value!r}" + (f" (was {old!r})" if old else ""))
+        if id(element) not in self._created:
+            self.changes.append(f"set {path} text to {value!r}" + (f" (was {old!r})" if old else ""))
 
     def find_pair(self, parent: ET.Element, tag: str, option: str, value: str) -> ET.Element | None:
         """The ``tag`` element with ``value`` right after one with ``option`` (a QEMU argument)."""
@@ -292,7 +297,8 @@ class Editor:
         if not self._owns(element):
             copy = ET.fromstring(ET.tostring(element))
             copy.tail = None
-            self._record("removed", parent_path, xml=ET.tostring(copy, encoding="unicode"))
+            index = str(list(parent).index(element))
+            self._record("removed", parent_path, index=index, xml=ET.tostring(copy, encoding="unicode"))
         parent.remove(element)
         self.changes.append(f"remove {path}")
 
@@ -307,7 +313,7 @@ class Editor:
             path = entry.get("path", "")
             if kind == "removed":
                 parent = self.ensure_plain(path)
-                parent.append(ET.fromstring(entry.get("xml", "")))
+                parent.insert(int(entry.get("index", len(parent))), ET.fromstring(entry.get("xml", "")))
                 self.changes.append(f"put back {ET.fromstring(entry.get('xml', '')).tag} under {path or 'domain'}")
                 continue
             element = find(self.root, path) if path else self.root
@@ -318,7 +324,9 @@ class Editor:
                 parent = find(self.root, parent_path)
                 second = None
                 if parent is not None:
-                    second = self.find_pair(parent, tag, entry.get("option", ""), parse_path(path)[-1].predicates[0].value)
+                    second = self.find_pair(
+                        parent, tag, entry.get("option", ""), parse_path(path)[-1].predicates[0].value
+                    )
                 if parent is not None and second is not None:
                     children = list(parent)
                     parent.remove(children[children.index(second) - 1])
