@@ -265,6 +265,34 @@ def test_secure_boot_is_recognised(os_xml: str, why: str) -> None:
     assert vm.secure_boot(ET.fromstring(f"<domain>{os_xml}</domain>")) == why
 
 
+DOMAIN_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
+
+
+@pytest.mark.tool
+def test_the_native_acpi_table_sits_where_libvirts_schema_wants_it(aurora: model.Model) -> None:
+    """libvirt 11.2's <os><acpi><table type="raw">, checked against the installed schema.
+
+    The daemon here (Debian 12, libvirt 9.0) predates the element's "raw" type: its schema
+    knows only type "slic" at that place. Then the XML is checked with the type swapped, which
+    still proves the element's place and content; the "raw" value itself is unchecked.
+    """
+    from lxml import etree
+
+    root = xmledit.parse(render.render_all(aurora)[DOMAIN].decode())
+    editor = xmledit.Editor(root)
+    for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pair
+        root.find("qemu:commandline", QEMU).remove(arg)
+    vm.piece_battery_table(editor, vm.Context(aurora, native_acpi_table=True))
+    table = root.find("os/acpi/table")
+    assert (table.get("type"), table.text) == ("raw", str(paths.INSTALLED_AML))
+    schema_text = (DOMAIN_RNG.parent / "domaincommon.rng").read_text()
+    knows_raw = '<value>raw</value>\n          </attribute>\n          <ref name="absFilePath"/>' in schema_text
+    if not knows_raw:
+        table.set("type", "slic")
+    schema = etree.RelaxNG(etree.parse(str(DOMAIN_RNG)))
+    assert schema.validate(etree.fromstring(xmledit.to_text(root).encode())), schema.error_log
+
+
 # --- against libvirtd ---------------------------------------------------------------------
 
 # virt-install's --boot for the three ways a Windows 11 guest gets UEFI.
