@@ -537,3 +537,19 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         )
     finally:
         libvirtd.virsh("undefine", "--nvram", "win11-new", check=False)
+
+
+def test_the_users_own_mmio_window_is_resized_and_given_back(aurora: model.Model) -> None:
+    original = SMALL_DOMAIN.replace(
+        "</domain>",
+        '<qemu:commandline xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">'
+        '<qemu:arg value="-fw_cfg"/><qemu:arg value="opt/ovmf/X-PciMmio64Mb,string=32768"/>'
+        "</qemu:commandline></domain>",
+    )
+    root = xmledit.parse(original)
+    vm.apply(root, vm.Context(aurora))
+    args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
+    assert args[:2] == ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"] and args.count("-fw_cfg") == 1
+    editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
+    editor.undo()
+    assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))

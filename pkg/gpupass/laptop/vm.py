@@ -188,8 +188,9 @@ def piece_mmio_window(editor: Editor, ctx: Context) -> None:
     value = f"{MMIO_OPTION},string={ctx.model.gpu.mmio64_mb}"
     for arg in editor.root.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES):
         if arg.get("value", "").startswith(MMIO_OPTION + ",") and arg.get("value") != value:
-            path = f"qemu:commandline/qemu:arg[@value='{quote(arg.get('value', ''))}']"
-            editor.set(arg, path, "value", value)  # the user's own window, made the model's size
+            # The user's own window, made the model's size. The journal finds the argument
+            # by the value it will have when undone, the new one.
+            editor.set(arg, f"qemu:commandline/qemu:arg[@value='{quote(value)}']", "value", value)
             return
     editor.add_pair("qemu:commandline", "qemu:arg", "-fw_cfg", value)
 
