@@ -404,8 +404,15 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert (second.diff, second.defined) == ("", False)
     assert dumpxml(libvirtd, user_domain) == attached
 
+    dry = vm.detach(connection, user_domain, dry_run=True, backup_dir=backups)
+    assert dry.diff.startswith(f"--- {user_domain} (as defined)\n+++ {user_domain} (after gpupass vm detach)\n")
+    assert dumpxml(libvirtd, user_domain) == attached
     vm.detach(connection, user_domain, backup_dir=backups)
     assert dumpxml(libvirtd, user_domain) == original
+    assert vm.detach(connection, user_domain, backup_dir=backups).lines("passthrough detached", False) == [
+        f"note: {user_domain} holds nothing gpupass vm attach added",
+        f"{user_domain}: nothing to change",
+    ]
 
 
 def golden_check(path: Path, text: str, regenerate: bool) -> None:
@@ -463,6 +470,10 @@ def test_attach_to_a_running_domain_is_refused(
         f"gpupass: {user_domain} is running; gpupass changes only a domain that is shut off\n"
         f"gpupass: hint: shut it down first (virsh shutdown {user_domain}), or see the change with --dry-run\n"
     )
+    assert dumpxml(libvirtd, user_domain) == before
+    # Looking is allowed: the dry run shows the change without making it.
+    assert cli.main(["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "attach", "--dry-run", user_domain]) == 0
+    assert capsys.readouterr().out.endswith(f"{user_domain}: dry run, nothing changed\n")
     assert dumpxml(libvirtd, user_domain) == before
 
 
@@ -553,3 +564,34 @@ def test_the_users_own_mmio_window_is_resized_and_given_back(aurora: model.Model
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
     assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["qemu-commandline", "native-acpi-table"])
+def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aurora: model.Model, native: bool) -> None:
+    shipped = render.render_all(aurora)[DOMAIN].decode()
+    text = vm.define_xml(
+        shipped,
+        aurora,
+        name="win",
+        disk=Path("/d/win.qcow2"),
+        iso=Path("/i/Win11.iso"),
+        native_acpi_table=native,
+        host_cpus=LAPTOP_CPUS,
+    )
+    root = ET.fromstring(text)
+    assert root.find("name").text == "win"
+    disks = [(d.get("device"), d.find("source").get("file"), d.find("target").attrib) for d in root.iter("disk")]
+    assert disks == [
+        ("disk", "/d/win.qcow2", {"dev": "vda", "bus": "virtio"}),
+        ("cdrom", "/i/Win11.iso", {"dev": "sda", "bus": "sata"}),
+    ]
+    assert [b.get("dev") for b in root.iterfind("os/boot")] == ["hd", "cdrom"]
+    assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
+    args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
+    tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
+    if native:
+        assert (args, tables) == (["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"], [str(paths.INSTALLED_AML)])
+    else:
+        assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}"], [])
+    assert root.find("metadata") is None
+    assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []

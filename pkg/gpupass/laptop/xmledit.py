@@ -395,7 +395,10 @@ def parse(text: str) -> ET.Element:
 
     for _event, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):
         if prefix and uri not in NAMESPACES.values():
-            ET.register_namespace(prefix, uri)
+            try:
+                ET.register_namespace(prefix, uri)
+            except ValueError:
+                pass  # a prefix ElementTree keeps for itself (ns0...): it picks another
     return ET.fromstring(text)
 
 
