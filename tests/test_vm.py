@@ -546,6 +546,15 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
             "gpupass: a domain named win11-new exists already\n"
             "gpupass: hint: choose another name, or add passthrough to it: gpupass vm attach win11-new\n"
         )
+
+        # libvirt validates before defining; a refused domain leaves no disk behind.
+        template.write_text(template.read_text().replace('<vmport state="off"/>', '<vmport state="bogus"/>'))
+        other = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-bad", "--disk-size", "1"]
+        assert cli.main([*other, *hidden]) == 1
+        assert capsys.readouterr().err.startswith(
+            "gpupass: libvirt refused the domain: XML document failed to validate against schema"
+        )
+        assert not (tmp_path / "win11-bad.qcow2").exists()
     finally:
         libvirtd.virsh("undefine", "--nvram", "win11-new", check=False)
 

@@ -35,7 +35,8 @@ NATIVE_ACPI_TABLE_VERSION = 11_002_000
 PORT_ALIAS = "ua-gpupass-port"
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
-SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil|secure", re.IGNORECASE)
+# The same test model.py applies to the model's own OVMF paths.
+SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
 IMAGES_DIR = Path("/var/lib/libvirt/images")
 BACKUP_DIR = paths.STATE_DIR / "domains"
@@ -560,7 +561,12 @@ def define(
         native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
         host_cpus=libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus,
     )
-    libvirtconn.define(conn, xml)
+    try:
+        libvirtconn.define(conn, xml)
+    except GpupassError:
+        if disk_size_gib is not None:
+            disk.unlink(missing_ok=True)  # created for this domain only
+        raise
     lines.append(f"{name}: defined (start it with: virsh start {name})")
     return lines
 
