@@ -80,9 +80,6 @@ def stdeb_cfg(model: Model) -> str:
             "Provides3: gpupass-model",
             "Conflicts3: gpupass-model",
             "Replaces3: gpupass-model",
-            # gpupass vm: libvirt's Python API, and qemu-img for --disk-size (the laptop
-            # runs libvirt and QEMU anyway; check and vbios need neither).
-            "Recommends3: python3-libvirt, qemu-utils",
             "Suite3: unstable",
             "X-Python3-Version: >= 3.11",
             "",
