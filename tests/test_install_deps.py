@@ -39,6 +39,8 @@ TEST_TOOLS = {
     "nox": "nox",
     "dpkg-query": "dpkg",
     "readlink": "coreutils",
+    "qemu-img": "qemu-utils",
+    "virt-install": "virtinst",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}
