@@ -27,13 +27,15 @@ class Release:
     suite: str
     initramfs: str  # the package that builds the initramfs: initramfs-tools or dracut
     stands_in_for: str = ""
+    extra: tuple[str, ...] = ()  # more packages for the tests of this release only
 
 
 # No Ubuntu archive is reachable from here: Debian 13 with dracut stands in for Ubuntu 26.04
 # (dracut by default since 25.10), the initramfs-tools releases for Ubuntu 24.04.
 RELEASES = (
     Release("debian12", "bookworm", "initramfs-tools"),
-    Release("debian13", "trixie", "initramfs-tools", "Ubuntu 24.04's initramfs-tools"),
+    # Debian 13's lintian checks the .deb here; Debian 12's runs on the host (tool tier).
+    Release("debian13", "trixie", "initramfs-tools", "Ubuntu 24.04's initramfs-tools", extra=("lintian",)),
     Release("debian13-dracut", "trixie", "dracut", "Ubuntu 26.04"),
 )
 
