@@ -23,6 +23,7 @@ from .libvirt import Daemon
 pytestmark = pytest.mark.tool
 
 QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
+PROPERTY = "{http://libvirt.org/schemas/domain/qemu/1.0}property"
 DOMAIN = "usr/share/gpupass/domain.xml"
 DOMAIN_RNG = "/usr/share/libvirt/schemas/domain.rng"
 NO_KVM = "unsupported configuration: Emulator '/usr/bin/qemu-system-x86_64' does not support virt type 'kvm'"
@@ -94,6 +95,22 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
         assert guest.pop("multifunction", None) == ("on" if number == 0 else None)
         guest_slots.add(tuple(sorted(guest.items())))
     assert len(guest_slots) == 1, guest_slots
+
+    # The laptop's subsystem ids, on each function that has one, through its hostdev's user alias.
+    aliases = [attrs(h.find("alias"))["name"] for h in hostdevs]
+    assert aliases == [f"ua-gpupass-{n}" for n in range(len(hostdevs))]
+    overrides = {
+        device.get("alias"): {p.get("name"): (p.get("type"), p.get("value")) for p in device.iter(PROPERTY)}
+        for device in dumped.findall("qemu:override/qemu:device", QEMU_NS)
+    }
+    assert overrides == {
+        alias: {
+            "x-pci-sub-vendor-id": ("unsigned", str(int(function.subsystem_id[:4], 16))),
+            "x-pci-sub-device-id": ("unsigned", str(int(function.subsystem_id[5:], 16))),
+        }
+        for alias, function in zip(aliases, loaded.gpu.functions, strict=True)
+        if function.subsystem_id
+    }
 
     # The QEMU arguments: the 64-bit MMIO window and the battery SSDT.
     args = [a.get("value") for a in dumped.findall("qemu:commandline/qemu:arg", QEMU_NS)]

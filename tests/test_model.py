@@ -106,10 +106,10 @@ BAD = [
         id="slot-out-of-range",
     ),
     pytest.param(
-        "full_capacity_mwh = 62000",
-        "full_capacity_mwh = 70000",
+        "full_capacity_mwh = 39950",
+        "full_capacity_mwh = 50000",
         [
-            "battery.full_capacity_mwh: 70000 exceeds battery.design_capacity_mwh=62000"
+            "battery.full_capacity_mwh: 50000 exceeds battery.design_capacity_mwh=47000"
             " (expected at most the design capacity)"
         ],
         id="battery-over-design",
@@ -167,7 +167,7 @@ BAD = [
         "[smbios_typo]",
         [
             "smbios: missing (expected a table)",
-            "smbios_typo: unknown field (expected one of: name, cpu, gpu, host, vm, smbios, battery, acpi)",
+            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi)",
         ],
         id="table-typo",
     ),
