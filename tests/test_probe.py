@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from gpupass import cli, model
 from gpupass.build import render
@@ -24,10 +26,12 @@ from gpupass.laptop.machine import Bar
 from . import make_models
 from .conftest import ROOT
 from .layouts import AURORA_Z, AURORA_Z_DGPU_BOOT, LAYOUTS, LENOVO_LEGION_5_15ARH05
+from .strategies import machines
 from .test_preflight import snapshot
 
 GOLDEN = ROOT / "tests" / "golden" / "probe"
 PROBED = [name for name in LAYOUTS if name not in ("desktop-only-gpu", "group-with-a-nic")]
+EXAMPLES = int(os.environ.get("GPUPASS_HYPOTHESIS_EXAMPLES", "300"))
 HINT = "hint: nothing was written; gpupass cannot set this machine up for dGPU passthrough as it is"
 
 
@@ -287,3 +291,46 @@ def test_machine_snapshot_reads_runtime_power(tmp_path: Path) -> None:
     (gpu_dir / "power_state").write_text("D3cold\n")
     gpu = machine.read(root).device("0000:01:00.0")
     assert (gpu.runtime_status, gpu.power_control, gpu.power_state) == ("suspended", "auto", "D3cold")
+
+
+# Property: any machine with a valid dGPU -------------------------------------------------------
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(machines())
+def test_probe_of_any_valid_machine_validates_and_passes_check(snapshot_: machine.Machine) -> None:
+    """For every generated machine with a dGPU that can be passed through, probe's model
+    validates, and the pre-flight checks pass on that same machine."""
+    result = probe.probe(snapshot_)
+    probed = model.parse(result.toml(), result.model_id, "probe")
+    assert json.loads(result.json())["model"] == tomllib.loads(result.toml())
+    report = preflight.assess(probed, snapshot_, container=False, env={})
+    assert (report.problems, report.warnings) == ([], [])
+    # Every function of the dGPU's slot, the GPU first; the MMIO window holds its 64-bit BARs.
+    gpu_slot = probed.gpu_function.address.rsplit(".", 1)[0]
+    assert [f.address for f in probed.gpu.functions] == sorted(
+        d.address for d in snapshot_.pci if d.address.startswith(gpu_slot + ".")
+    )
+    largest = sum(b.largest for f in probed.gpu.functions for b in snapshot_.device(f.address).bars if b.is_64bit)
+    assert probed.gpu.mmio64_mb << 20 >= min(largest, 1 << 40)
+
+
+def test_machine_strategy_reaches_the_interesting_cases() -> None:
+    """Not stuck in a corner: hybrid Intel and AMD CPUs, a switch above the dGPU, four functions,
+    IOMMU groups with bridges and none yet, every display class, no battery and no DMI strings."""
+    from hypothesis import Phase, find
+
+    once = settings(max_examples=EXAMPLES, database=None, deadline=None, derandomize=True, phases=[Phase.generate])
+
+    def reaches(condition) -> None:
+        find(machines(), condition, settings=once)
+
+    reaches(lambda m: m.performance_cores is not None)
+    reaches(lambda m: m.cpu_vendor_id == "AuthenticAMD" and any(len(c.core) == 2 for c in m.cpus))
+    reaches(lambda m: any(len(d.upstream) == 3 for d in m.pci))
+    reaches(lambda m: sum(d.address.startswith(m.pci[-1].slot) for d in m.pci) >= 4)
+    reaches(lambda m: any(len(members) > 2 for members in m.iommu_groups.values()))
+    reaches(lambda m: not m.iommu_groups)
+    for cls in ("0x030200", "0x038000"):
+        reaches(lambda m, cls=cls: any(d.class_code == cls for d in m.pci))
+    reaches(lambda m: not m.batteries and m.dmi.vendor is None)

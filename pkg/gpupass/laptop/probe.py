@@ -349,8 +349,8 @@ def _pinning(machine: Machine, vendor: str) -> tuple[list[int], int, str]:
     if not cores:
         return [0], 1, "no CPU topology in /proc/cpuinfo or sysfs: CPU 0 alone"
     p_cores = set(machine.performance_cores or ())
-    if vendor == "intel" and p_cores:
-        chosen = [core for core in cores if set(core) <= p_cores]
+    chosen = [core for core in cores if set(core) <= p_cores] if vendor == "intel" else []
+    if chosen:
         source = "Intel hybrid: the performance cores (/sys/devices/cpu_core/cpus) with their SMT siblings"
     elif len(cores) > 1:
         chosen = [core for core in cores if 0 not in core]
