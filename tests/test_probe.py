@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.build import render
+from gpupass.build import debsrc, render
 from gpupass.laptop import machine, preflight, probe
 from gpupass.laptop.machine import Bar
 
@@ -334,3 +335,20 @@ def test_machine_strategy_reaches_the_interesting_cases() -> None:
     for cls in ("0x030200", "0x038000"):
         reaches(lambda m, cls=cls: any(d.class_code == cls for d in m.pci))
     reaches(lambda m: not m.batteries and m.dmi.vendor is None)
+
+
+@pytest.mark.tool
+def test_probed_amd_model_builds_a_deb_that_turns_on_amd_iommu(tmp_path: Path) -> None:
+    """gpupass probe -o on an AMD laptop, then build-deb: the GRUB drop-in says amd_iommu=on."""
+    root = LENOVO_LEGION_5_15ARH05.build(tmp_path / "root")
+    model_file = tmp_path / "probed-legion.toml"
+    assert cli.main(["probe", "--root", str(root), "-o", str(model_file)]) == 0
+    probed = model.load(model_file)
+    assert probed.cpu.vendor == "amd"
+    deb = debsrc.build_deb(probed, model_file, tmp_path / "build")
+    tree = tmp_path / "deb"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    grub = (tree / "etc/default/grub.d/gpupass-probed-legion.cfg").read_text(encoding="utf-8")
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }amd_iommu=on iommu=pt' in grub
+    assert "vfio-pci.ids=10de:1f95,10de:10fa" in grub
+    assert "intel_iommu" not in grub
