@@ -352,3 +352,19 @@ def test_probed_amd_model_builds_a_deb_that_turns_on_amd_iommu(tmp_path: Path) -
     assert 'GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }amd_iommu=on iommu=pt' in grub
     assert "vfio-pci.ids=10de:1f95,10de:10fa" in grub
     assert "intel_iommu" not in grub
+
+
+def test_check_keeps_a_published_model_off_another_laptop(tmp_path: Path) -> None:
+    """An unconfirmed model installs only where its layout matches: on the aurora-z it is refused."""
+    navi = model.load(ROOT / "models/hp-victus-16-navi23.toml")
+    report = preflight.run_checks(navi, AURORA_Z.build(tmp_path / "aurora"), in_container=False, env={})
+    assert report.problems == [
+        "0000:03:00.0: no PCI device here (the model expects the gpu function 1002:73ff; is the dGPU switched off"
+        " in the firmware setup?)",
+        "0000:03:00.1: no PCI device here (the model expects the audio function 1002:ab28; is the dGPU switched"
+        " off in the firmware setup?)",
+        "this CPU is GenuineIntel (intel), the model is for amd",
+    ]
+    own_root = LAYOUTS["hp-victus-16-navi23"].build(tmp_path / "navi")
+    own = preflight.run_checks(navi, own_root, in_container=False, env={})
+    assert (own.problems, own.warnings) == ([], [])
