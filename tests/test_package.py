@@ -100,7 +100,14 @@ def test_vbios_unit_is_enabled_but_not_started_at_install(built: Path, tmp_path:
     assert "deb-systemd-invoke" not in postinst, "the unit must wait for the boot where vfio-pci holds the GPU"
 
 
-SCRATCH = (".nox", "build", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
+SCRATCH = (".nox", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
+
+
+def scratch_files(directory: str, names: list[str]) -> set[str]:
+    """What a checkout holds but a commit does not: tools' caches, and build/ at the top only
+    (pkg/gpupass/build is source)."""
+    ignored = set(shutil.ignore_patterns(*SCRATCH)(directory, names))
+    return ignored | ({"build"} if Path(directory) == ROOT else set())
 
 
 def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
@@ -108,7 +115,7 @@ def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
     debs = []
     for name, umask in (("first-checkout", 0o022), ("a/much/longer/second/checkout", 0o077)):
         clone = tmp_path / name  # the working tree as it is, with its git history
-        shutil.copytree(ROOT, clone, symlinks=True, ignore=shutil.ignore_patterns(*SCRATCH))
+        shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch_files)
         out = tmp_path / f"out-{len(debs)}"
         subprocess.run(
             [sys.executable, "-m", "gpupass", "build-deb", "aurora-z", "--out", str(out)],
