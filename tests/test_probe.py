@@ -368,3 +368,12 @@ def test_check_keeps_a_published_model_off_another_laptop(tmp_path: Path) -> Non
     own_root = LAYOUTS["hp-victus-16-navi23"].build(tmp_path / "navi")
     own = preflight.run_checks(navi, own_root, in_container=False, env={})
     assert (own.problems, own.warnings) == ([], [])
+
+
+def test_check_reads_no_resizable_bar_sizes(tmp_path: Path) -> None:
+    """Reading resourceN_resize wakes a runtime-suspended device: gpupass check leaves them alone."""
+    root = AURORA_Z.build(tmp_path)
+    with_rebar = machine.read(root).device("0000:01:00.0").bars
+    without = machine.read(root, rebar=False).device("0000:01:00.0").bars
+    assert with_rebar[1].resizable_sizes and without[1].resizable_sizes == ()
+    assert [b.size for b in with_rebar] == [b.size for b in without]

@@ -6,8 +6,10 @@ package's preinst), ``gpupass probe`` and later ``gpupass doctor`` are functions
 snapshot it returns. ``root`` is ``/`` on a laptop and a fixture tree in the tests.
 
 Standard library only: the preinst embeds this module. Nothing is written. Reading a
-device's ``resourceN_resize`` wakes it from runtime suspend for a moment (the kernel reads
-its config space); every other file read here is served from memory by the kernel.
+device's ``resourceN_resize`` wakes it from runtime suspend (the kernel reads its config
+space), so every device's power state is read first, and ``read(root, rebar=False)`` (what
+``gpupass check`` uses: it needs no BAR sizes) leaves those files alone; every other file
+read here is served from the kernel's memory.
 """
 
 from __future__ import annotations
@@ -148,12 +150,13 @@ class Machine:
 # Reading ------------------------------------------------------------------------------
 
 
-def read(root: Path = Path("/")) -> Machine:
-    """Read the machine under ``root`` once; never writes."""
+def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
+    """Read the machine under ``root`` once; never writes. ``rebar=False``: no Resizable BAR
+    sizes, and no device woken from runtime suspend to read them."""
     groups, unlistable = _iommu_groups(root)
     cpuinfo = _cpuinfo(root)
     return Machine(
-        pci=_pci_devices(root),
+        pci=_pci_devices(root, rebar),
         iommu_groups=groups,
         unlistable_groups=unlistable,
         cpu_vendor_id=cpuinfo.get("vendor_id"),
@@ -205,9 +208,13 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def _pci_devices(root: Path) -> tuple[PciDevice, ...]:
+def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
+    addresses = _names(root / PCI_DEVICES)
+    # Before anything that could wake a device: what runtime power management left it in.
+    power_files = ("power/runtime_status", "power/control", "power_state")
+    power = {a: tuple(_read(root / PCI_DEVICES / a / name) for name in power_files) for a in addresses}
     devices = []
-    for address in _names(root / PCI_DEVICES):
+    for address in addresses:
         link = root / PCI_DEVICES / address
         d = link  # reads go through the link; the kernel's links are relative, so fixtures resolve too
         real = Path(os.path.realpath(link))
@@ -225,17 +232,17 @@ def _pci_devices(root: Path) -> tuple[PciDevice, ...]:
                 driver=_link_name(d / "driver"),
                 boot_vga=None if boot_vga is None else boot_vga == "1",
                 upstream=upstream,
-                bars=_bars(d),
+                bars=_bars(d, rebar),
                 iommu_group=_link_name(d / "iommu_group"),
-                runtime_status=_read(d / "power/runtime_status"),
-                power_control=_read(d / "power/control"),
-                power_state=_read(d / "power_state"),
+                runtime_status=power[address][0],
+                power_control=power[address][1],
+                power_state=power[address][2],
             )
         )
     return tuple(devices)
 
 
-def _bars(device: Path) -> tuple[Bar, ...]:
+def _bars(device: Path, rebar: bool) -> tuple[Bar, ...]:
     bars = []
     for index, line in enumerate((_read(device / "resource") or "").splitlines()[:BAR_COUNT]):
         try:
@@ -246,7 +253,7 @@ def _bars(device: Path) -> tuple[Bar, ...]:
             continue
         # resourceN_resize: bit n set = the BAR can be 2^n MiB (pci_rebar_get_possible_sizes).
         try:
-            mask = int(_read(device / f"resource{index}_resize") or "0", 16)
+            mask = int(_read(device / f"resource{index}_resize") or "0", 16) if rebar else 0
         except ValueError:
             mask = 0
         sizes = tuple(MIB << n for n in range(mask.bit_length()) if mask >> n & 1)

@@ -96,7 +96,8 @@ def run_checks(
 ) -> CheckReport:
     """Run every check against the system under ``root``; never writes anything."""
     container = in_container() if callable(in_container) else bool(in_container)
-    return assess(model, machine.read(root), container=container, env=env)
+    # No Resizable BAR sizes: the checks need none, and reading them would wake a suspended dGPU.
+    return assess(model, machine.read(root, rebar=False), container=container, env=env)
 
 
 def assess(model: Model, snapshot: Machine, *, container: bool = False, env: Mapping[str, str] = {}) -> CheckReport:
