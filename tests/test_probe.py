@@ -377,3 +377,16 @@ def test_check_reads_no_resizable_bar_sizes(tmp_path: Path) -> None:
     without = machine.read(root, rebar=False).device("0000:01:00.0").bars
     assert with_rebar[1].resizable_sizes and without[1].resizable_sizes == ()
     assert [b.size for b in with_rebar] == [b.size for b in without]
+
+
+def test_unlistable_iommu_group_is_refused(tmp_path: Path) -> None:
+    root = AURORA_Z.build(tmp_path)
+    devices = root / "sys/kernel/iommu_groups/14/devices"
+    for link in devices.iterdir():
+        link.unlink()
+    devices.rmdir()
+    devices.write_text("")  # listing it fails, as an unreadable directory would
+    assert refusal(root) == [
+        "IOMMU group 14 of the dGPU cannot be listed (/sys/kernel/iommu_groups/14/devices)",
+        HINT,
+    ]

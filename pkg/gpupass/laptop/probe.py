@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GpupassError
-from .machine import Machine, PciDevice
+from .machine import IOMMU_GROUPS, Machine, PciDevice
 from .preflight import (
     CPU_VENDORS,
     IOMMU_TABLES,
@@ -334,6 +334,9 @@ def _check_groups(machine: Machine, passed: list[str], problems: list[str], warn
         else:
             groups[group] = None
     for group in groups:
+        if group in machine.unlistable_groups:
+            problems.append(f"IOMMU group {group} of the dGPU cannot be listed (/{IOMMU_GROUPS}/{group}/devices)")
+            continue
         problems.extend(intruder_problem(machine, group, a) for a in group_companions(machine, group, passed)[1])
 
 
