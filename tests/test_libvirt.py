@@ -8,6 +8,9 @@ namespace, a misplaced attribute), so every element is read back from
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -185,3 +188,24 @@ def test_libvirt_refuses_schema_valid_mistakes(libvirtd: Daemon, tmp_path: Path,
     assert schema.validate(etree.fromstring(variant)), schema.error_log
     assert define(libvirtd, variant, tmp_path) == ("refused", refusal(tmp_path, message))
     assert loaded.vm.name not in libvirtd.virsh("list", "--all", "--name").stdout.split()
+
+
+def test_qemu_gets_the_laptops_subsystem_ids(libvirtd: Daemon, tmp_path: Path) -> None:
+    """libvirt turns the <qemu:override> into properties of the GPU's vfio-pci device, and
+    this QEMU's vfio-pci has both (as uint32)."""
+    loaded, xml = rendered_domain(ROOT / "models" / "hp-victus-16-navi23.toml")
+    path = tmp_path / "domain.xml"
+    # libvirt picks the passthrough driver (vfio) when the domain starts on a host that has it;
+    # to only print the command line, name it.
+    xml = xml.replace(b'managed="yes">', b'managed="yes">\n      <driver name="vfio"/>')
+    path.write_bytes(xml if has_kvm(libvirtd) else without_kvm(xml))
+    argv = libvirtd.virsh("domxml-to-native", "qemu-argv", str(path)).stdout
+    devices = [json.loads(arg) for arg in re.findall(r"-device '(\{[^']*\})'", argv)]
+    gpu = [d for d in devices if d.get("driver") == "vfio-pci" and d.get("id") == "ua-gpupass-0"]
+    assert len(gpu) == 1, argv
+    assert (gpu[0]["x-pci-sub-vendor-id"], gpu[0]["x-pci-sub-device-id"]) == (0x103C, 0x8902)
+    assert gpu[0]["host"] == "0000:03:00.0"
+    help_text = subprocess.run(
+        ["qemu-system-x86_64", "-device", "vfio-pci,help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "x-pci-sub-vendor-id=<uint32>" in help_text and "x-pci-sub-device-id=<uint32>" in help_text
