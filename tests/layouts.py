@@ -5,6 +5,10 @@ Each Layout names the post its layout comes from (``source``), what the post sho
 (``assumed``): posts give `lspci -nn` lines and IOMMU groups, rarely BAR sizes, CPU
 topology, DMI strings or the battery. ``tests/sysfs.py`` writes a layout as a sysfs/procfs
 tree (``python3 -m tests.sysfs LAYOUT DIR`` for a tree to run ``gpupass probe --root DIR`` on).
+
+Every assumed PCI id was checked against Debian 12's /usr/share/misc/pci.ids (2023) for the
+device it stands for, except four that file does not list yet: 10de:10fa (TU117 HD audio),
+10de:22be (AD107 HD audio), 8086:a706 and 8086:a70d (Raptor Lake host bridge and PEG port).
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ LENOVO_IDEAPAD_5_15ITL05 = Layout(
     devices={
         "0000:00:00.0": Dev("8086:9a14", "0x060000", 1),
         "0000:00:02.0": Dev("8086:9a49", "0x030000", 0, boot_vga="1", driver="i915"),
-        "0000:00:1c.0": Dev("8086:a0b8", "0x060400", 8),
+        "0000:00:1c.0": Dev("8086:a0b0", "0x060400", 8),
         "0000:01:00.0": Dev(
             "10de:1f97", "0x030200", 8, "0000:00:1c.0", subsystem="0000:0000",
             bars=FIXED_NVIDIA_BARS,
