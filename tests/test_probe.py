@@ -390,3 +390,12 @@ def test_unlistable_iommu_group_is_refused(tmp_path: Path) -> None:
         "IOMMU group 14 of the dGPU cannot be listed (/sys/kernel/iommu_groups/14/devices)",
         HINT,
     ]
+
+
+def test_unreadable_function_id_is_refused(tmp_path: Path) -> None:
+    root = AURORA_Z.build(tmp_path)
+    (root / "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.1/device").write_text("garbage\n")
+    assert refusal(root) == [
+        "0000:01:00.1: cannot read its vendor/device id from /sys/bus/pci/devices/0000:01:00.1",
+        HINT,
+    ]

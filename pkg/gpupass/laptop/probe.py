@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GpupassError
-from .machine import IOMMU_GROUPS, Machine, PciDevice
+from .machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
 from .preflight import (
     CPU_VENDORS,
     IOMMU_TABLES,
@@ -308,6 +308,9 @@ def _functions(machine: Machine, gpu: PciDevice, problems: list[str]) -> list[tu
             )
             continue
         functions.append((device, role))
+    for device, _ in functions:
+        if device.id is None:
+            problems.append(f"{device.address}: cannot read its vendor/device id from /{PCI_DEVICES}/{device.address}")
     return functions
 
 
