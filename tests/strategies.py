@@ -133,3 +133,123 @@ def models(draw: st.DrawFn) -> Model:
     cpu, vm = draw(cpu_and_vm())
     gpu = build(draw, Gpu, functions=draw(gpu_functions()))
     return build(draw, Model, id=draw(strategy_for(model.MODEL_ID)), cpu=cpu, vm=vm, gpu=gpu, battery=draw(batteries()))
+
+
+# Machines (gpupass.laptop.machine snapshots) with a dGPU that can be passed through ------------
+
+_HEX4 = st.text("0123456789abcdef", min_size=4, max_size=4)
+_DISPLAY = st.sampled_from(["0x030000", "0x030200", "0x038000"])
+_OTHER_FUNCTIONS = {"audio": "0x040300", "usb": "0x0c0330", "serial-bus": "0x0c8000"}
+
+
+@st.composite
+def bars(draw: st.DrawFn) -> tuple:
+    from gpupass.laptop.machine import Bar
+
+    out = []
+    for index in sorted(draw(st.sets(st.integers(0, 5), max_size=3))):
+        size = 1 << draw(st.integers(12, 35))  # 4 KiB to 32 GiB
+        larger = draw(st.lists(st.integers(20, 35), max_size=4, unique=True))
+        out.append(
+            Bar(index, size, draw(st.booleans()), draw(st.booleans()), tuple(sorted(1 << n for n in larger)))
+        )
+    return tuple(out)
+
+
+@st.composite
+def cpu_topologies(draw: st.DrawFn, vendor: str) -> tuple[tuple, tuple | None]:
+    """(cores as Cpu records, Intel hybrid P-core list or None)."""
+    from gpupass.laptop.machine import Cpu
+
+    n_cores = draw(st.integers(1, 24))
+    threads = draw(st.sampled_from([1, 2]))
+    apart = draw(st.booleans())
+    cores = []
+    for c in range(n_cores):
+        if threads == 1:
+            cores.append((c,))
+        else:
+            cores.append((c, c + n_cores) if apart else (2 * c, 2 * c + 1))
+    e_cores = draw(st.integers(0, 8)) if vendor == "intel" else 0
+    first_e = max(n for core in cores for n in core) + 1
+    cores += [(first_e + n,) for n in range(e_cores)]
+    p_cores = tuple(sorted(n for core in cores[:n_cores] for n in core)) if e_cores else None
+    cpus = tuple(Cpu(n, tuple(sorted(core))) for core in cores for n in core)
+    return tuple(sorted(cpus, key=lambda c: c.number)), p_cores
+
+
+@st.composite
+def machines(draw: st.DrawFn):
+    """Laptops gpupass can serve: an iGPU driving the panel, a dGPU (any display class, behind
+    one to three bridges) with audio, USB and UCSI functions or not, a clean IOMMU group or
+    none yet, the firmware's IOMMU table; DMI strings and batteries anything sysfs may say."""
+    from gpupass.laptop.machine import Battery, Dmi, Machine, PciDevice
+
+    vendor = draw(st.sampled_from(["intel", "amd"]))
+    vendor_id = {"intel": "GenuineIntel", "amd": "AuthenticAMD"}[vendor]
+    bus = draw(st.integers(1, 0x80))
+    chain = [f"0000:00:{draw(st.integers(1, 0x1f)):02x}.{draw(st.integers(0, 7))}"]
+    chain += [f"0000:{bus - n:02x}:00.0" for n in range(draw(st.integers(0, min(2, bus - 1))), 0, -1)]
+    gpu_slot = f"0000:{bus:02x}:00"
+    groups_on = draw(st.booleans())
+    with_bridges = draw(st.booleans())
+
+    def device(address, vid, cls, *, upstream=(), boot_vga=None, group=None, bars=(), subsystem=None):
+        v, d = vid.split(":")
+        sv, sd = subsystem.split(":") if subsystem else (None, None)
+        return PciDevice(
+            address, v, d, sv, sd, cls, None, boot_vga, upstream, bars, group if groups_on else None,
+            "suspended", "auto", "D3cold",
+        )
+
+    gpu_class = draw(_DISPLAY)
+    functions = [
+        device(
+            f"{gpu_slot}.0", f"{draw(_HEX4)}:{draw(_HEX4)}", gpu_class,
+            upstream=tuple(reversed(chain)), boot_vga=False if gpu_class == "0x030000" else None, group="7",
+            bars=draw(bars()), subsystem=draw(st.one_of(st.none(), st.just("0000:0000"), st.just("103c:8902"))),
+        )
+    ]
+    roles = draw(st.lists(st.sampled_from(sorted(_OTHER_FUNCTIONS)), max_size=7))
+    for n, role in enumerate(roles, start=1):
+        functions.append(
+            device(
+                f"{gpu_slot}.{n}", f"{draw(_HEX4)}:{draw(_HEX4)}", _OTHER_FUNCTIONS[role],
+                upstream=tuple(reversed(chain)), group="7", bars=draw(bars()),
+            )
+        )
+    bridge_group = "7" if with_bridges else "3"
+    bridges = [
+        device(address, "8086:0001", "0x060400", upstream=tuple(reversed(chain[:i])), group=bridge_group)
+        for i, address in enumerate(chain)
+    ]
+    igpu = device("0000:00:02.0" if "0000:00:02.0" not in chain else "0000:00:03.0", "8086:46a3", "0x030000",
+                  boot_vga=True, group="1")
+    pci = tuple(sorted([igpu, *bridges, *functions], key=lambda d: d.address))
+    groups = {}
+    if groups_on:
+        for d in pci:
+            groups.setdefault(d.iommu_group, []).append(d.address)
+    cpus, p_cores = draw(cpu_topologies(vendor))
+    text = st.one_of(st.none(), st.text(max_size=80), st.text(TRICKY_CHARACTERS, max_size=80))
+    battery = st.builds(
+        Battery,
+        st.just("BAT0"),
+        st.one_of(st.none(), st.integers(0, 10**7)),
+        st.one_of(st.none(), st.integers(0, 10**7)),
+        st.one_of(st.none(), st.integers(0, 10**6)),
+        st.none(),
+        st.none(),
+        st.none(),
+    )
+    return Machine(
+        pci=pci,
+        iommu_groups={g: tuple(sorted(a)) for g, a in groups.items()},
+        cpu_vendor_id=vendor_id,
+        cpu_model="x",
+        cpus=cpus,
+        performance_cores=p_cores,
+        dmi=Dmi(draw(text), draw(text), draw(text), draw(text), draw(st.one_of(st.none(), st.integers(1, 36)))),
+        batteries=tuple(draw(st.lists(battery, max_size=2))),
+        acpi_tables=("DSDT", {"intel": "DMAR", "amd": "IVRS"}[vendor]),
+    )

@@ -13,12 +13,27 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class BarSpec:
+    index: int
+    size: int  # bytes
+    is_64bit: bool = True
+    prefetchable: bool = True
+    resizable_mib: tuple[int, ...] = ()  # the sizes Resizable BAR offers, in MiB
+
+
+@dataclass(frozen=True)
 class Dev:
     id: str
     cls: str
     group: int
     parent: str | None = None  # the upstream bridge, which sets the device's sysfs path
     boot_vga: str | None = None  # only VGA-class devices have the file
+    subsystem: str | None = None  # "vvvv:dddd"; None leaves the files out
+    bars: tuple[BarSpec, ...] = ()
+    driver: str | None = None
+
+
+MIB = 1 << 20
 
 
 # The reference laptop: GPU + audio behind root port 00:01.0, all three in group 14.
@@ -45,8 +60,20 @@ def build_sysfs(
     tables: tuple[str, ...] = ("DMAR", "DSDT", "FACP"),
     iommu_groups: bool = True,
     pci_bus: bool = True,
+    cpu_model: str | None = None,
+    cores: tuple[tuple[int, ...], ...] | None = None,
+    p_cores: str | None = None,
+    dmi: dict[str, str] | None = None,
+    battery: dict[str, str] | None = None,
+    cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/mapper/root ro quiet splash",
 ) -> Path:
-    """Write the parts of /sys and /proc the checks read; ``cpu=None`` leaves out vendor_id."""
+    """Write the parts of /sys and /proc the checks and probe read; ``cpu=None`` leaves out vendor_id.
+
+    ``cores`` lists each core's CPUs (SMT siblings) and writes their topology; without it
+    /proc/cpuinfo has two CPUs and sysfs no topology. ``p_cores`` is an Intel hybrid CPU's
+    /sys/devices/cpu_core/cpus. ``dmi`` holds /sys/class/dmi/id files, ``battery`` the files
+    of /sys/class/power_supply/BAT0.
+    """
 
     def device_dir(address: str) -> Path:
         parent = devices[address].parent
@@ -65,6 +92,18 @@ def build_sysfs(
         (d / "class").write_text(f"{dev.cls}\n")
         if dev.boot_vga is not None:
             (d / "boot_vga").write_text(f"{dev.boot_vga}\n")
+        if dev.subsystem is not None:
+            sub_vendor, sub_device = dev.subsystem.split(":")
+            (d / "subsystem_vendor").write_text(f"0x{sub_vendor}\n")
+            (d / "subsystem_device").write_text(f"0x{sub_device}\n")
+        if dev.bars:
+            (d / "resource").write_text(resource_file(dev.bars, base=0x4000000000 + 0x100000000 * len(list(d.parents))))
+            for bar in dev.bars:
+                if bar.resizable_mib:
+                    mask = sum(1 << (size.bit_length() - 1) for size in bar.resizable_mib)
+                    (d / f"resource{bar.index}_resize").write_text(f"{mask:016x}\n")
+        if dev.driver is not None:
+            link(d / "driver", root / "sys/bus/pci/drivers" / dev.driver)
         if pci_bus:
             link(root / "sys/bus/pci/devices" / address, d)
         if iommu_groups:
@@ -77,13 +116,49 @@ def build_sysfs(
         (tables_dir / table).write_bytes(table.encode() + bytes(32))
     (root / "proc").mkdir(exist_ok=True)
     lines = []
-    for n in range(2):
+    flags = {"GenuineIntel": " vmx", "AuthenticAMD": " svm"}.get(cpu or "", "")
+    numbers = sorted(n for core in cores for n in core) if cores else range(2)
+    for n in numbers:
         lines += [f"processor\t: {n}"]
         if cpu is not None:
-            lines += [f"vendor_id\t: {cpu}", f"model name\t: {CPUINFO.get(cpu, cpu)}"]
-        lines += ["flags\t\t: fpu vme de pse", ""]
+            lines += [f"vendor_id\t: {cpu}", f"model name\t: {cpu_model or CPUINFO.get(cpu, cpu)}"]
+        lines += [f"flags\t\t: fpu vme de pse{flags}", ""]
     (root / "proc/cpuinfo").write_text("\n".join(lines) + "\n")
+    (root / "proc/cmdline").write_text(cmdline + "\n")
+    for core in cores or ():
+        for n in core:
+            topology = root / f"sys/devices/system/cpu/cpu{n}/topology"
+            topology.mkdir(parents=True)
+            (topology / "thread_siblings_list").write_text(",".join(map(str, core)) + "\n")
+    if p_cores is not None:
+        (root / "sys/devices/cpu_core").mkdir(parents=True)
+        (root / "sys/devices/cpu_core/cpus").write_text(p_cores + "\n")
+    for name, value in (dmi or {}).items():
+        (root / "sys/class/dmi/id").mkdir(parents=True, exist_ok=True)
+        (root / "sys/class/dmi/id" / name).write_text(value + "\n")
+    if battery is not None:
+        bat = root / "sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0C0A:00/power_supply/BAT0"
+        bat.mkdir(parents=True)
+        for name, value in {"type": "Battery", **battery}.items():
+            (bat / name).write_text(value + "\n")
+        link(root / "sys/class/power_supply/BAT0", bat)
+    if iommu_groups and any(t in tables for t in ("DMAR", "IVRS")):
+        unit = "dmar0" if "DMAR" in tables else "ivhd0"
+        (root / "sys/devices/virtual/iommu" / unit).mkdir(parents=True)
+        link(root / "sys/class/iommu" / unit, root / "sys/devices/virtual/iommu" / unit)
     return root
+
+
+def resource_file(bars: tuple[BarSpec, ...], base: int) -> str:
+    """A sysfs "resource" file: start, end, flags per line; lines 0-5 the BARs, 6 the ROM, 7-12 unused."""
+    lines = [f"0x{0:016x} 0x{0:016x} 0x{0:016x}"] * 13
+    address = base
+    for bar in sorted(bars, key=lambda b: b.index):
+        flags = 0x200 | (0x2000 if bar.prefetchable else 0) | (0x100000 if bar.is_64bit else 0)
+        address = -(-address // bar.size) * bar.size
+        lines[bar.index] = f"0x{address:016x} 0x{address + bar.size - 1:016x} 0x{flags:016x}"
+        address += bar.size
+    return "\n".join(lines) + "\n"
 
 
 def changed(devices: dict[str, Dev], address: str, **changes: object) -> dict[str, Dev]:
@@ -92,3 +167,13 @@ def changed(devices: dict[str, Dev], address: str, **changes: object) -> dict[st
 
 def without(devices: dict[str, Dev], *addresses: str) -> dict[str, Dev]:
     return {a: d for a, d in devices.items() if a not in addresses}
+
+
+if __name__ == "__main__":  # python3 -m tests.sysfs LAYOUT DIR: a fixture tree to run `gpupass probe --root DIR` on
+    import sys
+
+    from .layouts import LAYOUTS
+
+    if len(sys.argv) != 3 or sys.argv[1] not in LAYOUTS:
+        sys.exit(f"usage: python3 -m tests.sysfs {{{','.join(LAYOUTS)}}} DIR")
+    print(LAYOUTS[sys.argv[1]].build(Path(sys.argv[2])))

@@ -8,6 +8,9 @@ namespace, a misplaced attribute), so every element is read back from
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from .libvirt import Daemon
 pytestmark = pytest.mark.tool
 
 QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
+PROPERTY = "{http://libvirt.org/schemas/domain/qemu/1.0}property"
 DOMAIN = "usr/share/gpupass/domain.xml"
 DOMAIN_RNG = "/usr/share/libvirt/schemas/domain.rng"
 NO_KVM = "unsupported configuration: Emulator '/usr/bin/qemu-system-x86_64' does not support virt type 'kvm'"
@@ -94,6 +98,22 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
         assert guest.pop("multifunction", None) == ("on" if number == 0 else None)
         guest_slots.add(tuple(sorted(guest.items())))
     assert len(guest_slots) == 1, guest_slots
+
+    # The laptop's subsystem ids, on each function that has one, through its hostdev's user alias.
+    aliases = [attrs(h.find("alias"))["name"] for h in hostdevs]
+    assert aliases == [f"ua-gpupass-{n}" for n in range(len(hostdevs))]
+    overrides = {
+        device.get("alias"): {p.get("name"): (p.get("type"), p.get("value")) for p in device.iter(PROPERTY)}
+        for device in dumped.findall("qemu:override/qemu:device", QEMU_NS)
+    }
+    assert overrides == {
+        alias: {
+            "x-pci-sub-vendor-id": ("unsigned", str(int(function.subsystem_id[:4], 16))),
+            "x-pci-sub-device-id": ("unsigned", str(int(function.subsystem_id[5:], 16))),
+        }
+        for alias, function in zip(aliases, loaded.gpu.functions, strict=True)
+        if function.subsystem_id
+    }
 
     # The QEMU arguments: the 64-bit MMIO window and the battery SSDT.
     args = [a.get("value") for a in dumped.findall("qemu:commandline/qemu:arg", QEMU_NS)]
@@ -168,3 +188,24 @@ def test_libvirt_refuses_schema_valid_mistakes(libvirtd: Daemon, tmp_path: Path,
     assert schema.validate(etree.fromstring(variant)), schema.error_log
     assert define(libvirtd, variant, tmp_path) == ("refused", refusal(tmp_path, message))
     assert loaded.vm.name not in libvirtd.virsh("list", "--all", "--name").stdout.split()
+
+
+def test_qemu_gets_the_laptops_subsystem_ids(libvirtd: Daemon, tmp_path: Path) -> None:
+    """libvirt turns the <qemu:override> into properties of the GPU's vfio-pci device, and
+    this QEMU's vfio-pci has both (as uint32)."""
+    loaded, xml = rendered_domain(ROOT / "models" / "hp-victus-16-navi23.toml")
+    path = tmp_path / "domain.xml"
+    # libvirt picks the passthrough driver (vfio) when the domain starts on a host that has it;
+    # to only print the command line, name it.
+    xml = xml.replace(b'managed="yes">', b'managed="yes">\n      <driver name="vfio"/>')
+    path.write_bytes(xml if has_kvm(libvirtd) else without_kvm(xml))
+    argv = libvirtd.virsh("domxml-to-native", "qemu-argv", str(path)).stdout
+    devices = [json.loads(arg) for arg in re.findall(r"-device '(\{[^']*\})'", argv)]
+    gpu = [d for d in devices if d.get("driver") == "vfio-pci" and d.get("id") == "ua-gpupass-0"]
+    assert len(gpu) == 1, argv
+    assert (gpu[0]["x-pci-sub-vendor-id"], gpu[0]["x-pci-sub-device-id"]) == (0x103C, 0x8902)
+    assert gpu[0]["host"] == "0000:03:00.0"
+    help_text = subprocess.run(
+        ["qemu-system-x86_64", "-device", "vfio-pci,help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "x-pci-sub-vendor-id=<uint32>" in help_text and "x-pci-sub-device-id=<uint32>" in help_text

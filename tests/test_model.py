@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
+from gpupass.build import debsrc
 from gpupass.build.artifacts import modelfile
 from gpupass.errors import ModelError
 
@@ -106,10 +108,10 @@ BAD = [
         id="slot-out-of-range",
     ),
     pytest.param(
-        "full_capacity_mwh = 62000",
-        "full_capacity_mwh = 70000",
+        "full_capacity_mwh = 39950",
+        "full_capacity_mwh = 50000",
         [
-            "battery.full_capacity_mwh: 70000 exceeds battery.design_capacity_mwh=62000"
+            "battery.full_capacity_mwh: 50000 exceeds battery.design_capacity_mwh=47000"
             " (expected at most the design capacity)"
         ],
         id="battery-over-design",
@@ -163,11 +165,26 @@ BAD = [
         id="module-name",
     ),
     pytest.param(
+        "confirmed = true",
+        'confirmed = "yes"',
+        ["confirmed: 'yes' is not a boolean (expected true or false)"],
+        id="confirmed-not-boolean",
+    ),
+    pytest.param(
+        'role = "audio"',
+        'role = "audio"\nsubsystem_id = "103C:8902"',
+        [
+            "gpu.functions[1].subsystem_id: '103C:8902' is not a subsystem vendor:device id"
+            ' (expected 1234:abcd, or "" when unknown)'
+        ],
+        id="subsystem-id-upper-case",
+    ),
+    pytest.param(
         "[smbios]",
         "[smbios_typo]",
         [
             "smbios: missing (expected a table)",
-            "smbios_typo: unknown field (expected one of: name, cpu, gpu, host, vm, smbios, battery, acpi)",
+            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi)",
         ],
         id="table-typo",
     ),
@@ -247,7 +264,10 @@ def test_cli_prints_problems_without_traceback(tmp_path: Path, aurora_text: str)
 def test_cli_unknown_model_lists_known_ones() -> None:
     result = run_cli("validate", "aurora-y")
     assert result.returncode == 1
-    assert result.stderr == "gpupass: unknown model 'aurora-y' (known models: aurora-z)\n"
+    assert result.stderr == (
+        "gpupass: unknown model 'aurora-y' (known models: aurora-z, hp-victus-16-navi23, hp-victus-16-rtx4060,"
+        " lenovo-ideapad-5-15itl05, lenovo-legion-5-15arh05)\n"
+    )
 
 
 def test_cli_validate_ok() -> None:
@@ -256,3 +276,22 @@ def test_cli_validate_ok() -> None:
         0,
         "models/aurora-z.toml: ok (MECHREVO Aurora Z, package gpupass-aurora-z)\n",
     )
+
+
+def test_subsystem_id_is_optional_and_empty_means_unknown(aurora_text: str) -> None:
+    assert model.parse(aurora_text, "x", SRC).gpu_function.subsystem_id == ""
+    text = aurora_text.replace('role = "gpu"', 'role = "gpu"\nsubsystem_id = "1d05:1192"', 1)
+    assert model.parse(text, "x", SRC).gpu_function.subsystem_id == "1d05:1192"
+
+
+def test_unconfirmed_model_says_so_in_the_package_description(aurora: model.Model) -> None:
+    confirmed = debsrc.description(aurora)
+    assert "not yet confirmed" not in confirmed
+    assert "pass its NVIDIA GPU (10de:25a2, 10de:2291)" in " ".join(confirmed.split())
+    unconfirmed = " ".join(debsrc.description(dataclasses.replace(aurora, confirmed=False)).split())
+    assert (
+        "This model was written from a hardware layout published online and is not yet confirmed on the hardware;"
+        " the package's pre-flight checks refuse to install it on a laptop that does not match."
+    ) in unconfirmed
+    navi = model.load(ROOT / "models/hp-victus-16-navi23.toml")
+    assert "pass its AMD GPU (1002:73ff, 1002:ab28)" in " ".join(debsrc.description(navi).split())

@@ -202,10 +202,32 @@ def smbios_round_trip(tree: etree._Element, m: Model) -> None:
     expect(m.name in title, f"<title> is {title!r} (expected the name {m.name!r} in it)")
 
 
+def subsystem_ids(tree: etree._Element, m: Model) -> None:
+    """Each function with a known subsystem id shows it to the guest: a <qemu:override> of its
+    hostdev's user alias sets QEMU's x-pci-sub-vendor-id / x-pci-sub-device-id; no other does."""
+    aliases = [hd.find("alias").get("name") for hd in tree.findall("devices/hostdev")]
+    expect(len(set(aliases)) == len(aliases), f"hostdev aliases {aliases} are not unique")
+    expect(all(a.startswith("ua-") for a in aliases), f"hostdev aliases {aliases} (libvirt user aliases start ua-)")
+    found = {}
+    for device in tree.iterfind(f"{{{QEMU_NS}}}override/{{{QEMU_NS}}}device"):
+        props = {p.get("name"): (p.get("type"), p.get("value")) for p in device.iterfind(f".//{{{QEMU_NS}}}property")}
+        found[device.get("alias")] = props
+    want = {
+        alias: {
+            "x-pci-sub-vendor-id": ("unsigned", str(int(f.subsystem_id[:4], 16))),
+            "x-pci-sub-device-id": ("unsigned", str(int(f.subsystem_id[5:], 16))),
+        }
+        for alias, f in zip(aliases, m.gpu.functions, strict=True)
+        if f.subsystem_id
+    }
+    expect(found == want, f"QEMU device overrides {found} (expected {want})")
+
+
 DOMAIN_CHECKS = (
     valid_for_libvirt,
     one_guest_slot,
     host_functions,
+    subsystem_ids,
     qemu_commandline,
     no_secure_boot,
     vcpu_pinning,
@@ -521,3 +543,4 @@ def test_strategies_reach_the_interesting_cases() -> None:
     reaches(lambda m: m.vm.vcpus == len(m.cpu.performance_cpus) > 2)
     reaches(lambda m: m.battery.full_capacity_mwh < m.battery.design_capacity_mwh)
     reaches(lambda m: m.gpu.mmio64_mb >= 262144)
+    reaches(lambda m: m.gpu_function.subsystem_id != "" and len(m.gpu.functions) > 1)

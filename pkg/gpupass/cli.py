@@ -1,7 +1,7 @@
 """The ``gpupass`` command (also ``python -m gpupass``).
 
 Maintainer steps, run from the source tree: models, validate, preview, render,
-build-deb, build-source. Laptop steps, run from the installed package: check, vbios, vm.
+build-deb, build-source. Laptop steps, run from the installed package: check, probe, vbios, vm.
 """
 
 from __future__ import annotations
@@ -116,6 +116,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return preflight.cli(m, Path(args.root))
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .laptop import machine, probe
+
+    probed = probe.probe(machine.read(Path(args.root)))  # refused: nothing is written
+    text = probed.json() if args.json else probed.toml()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output} (proposed model id: {probed.model_id})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    for warning in probed.warnings:
+        print(f"gpupass: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_vbios(args: argparse.Namespace) -> int:
     from .laptop import vbios
 
@@ -163,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
     sp = add("check", cmd_check, "pre-flight checks: is this the laptop the model is for?")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
+    sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    sp = add("probe", cmd_probe, "read this laptop and print a model for it (TOML, each value with its source)")
+    sp.add_argument("-o", "--output", metavar="FILE", help="write the model to FILE instead of stdout")
+    sp.add_argument("--json", action="store_true", help="JSON for tools: the model, each value's source, warnings")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
     sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check FILE | import FILE")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")

@@ -43,7 +43,16 @@ def spec(constraint: Any, default: Any = dataclasses.MISSING, doc: str = "") -> 
 class PciFunction:
     address: str = spec(schema.PCI_ADDRESS, doc="host PCI address")
     id: str = spec(schema.PCI_ID, doc="vendor:device id")
-    role: str = spec(schema.OneOf(("gpu", "audio", "usb", "serial-bus")), doc="what the function is")
+    role: str = spec(
+        schema.OneOf(("gpu", "audio", "usb", "serial-bus")),
+        doc="what the function is (serial-bus: the USB-C UCSI controller of Turing GPUs, class 0x0c80)",
+    )
+    subsystem_id: str = spec(
+        schema.SUBSYSTEM_ID,
+        default="",
+        doc="the laptop's PCI subsystem vendor:device id of this function, shown to the guest"
+        " (mobile NVIDIA drivers stay in Code 43 without it); empty when unknown",
+    )
 
     @property
     def vendor(self) -> str:
@@ -144,6 +153,12 @@ class Acpi:
 class Model:
     id: str  # from the file name, not a field of the file
     name: str = spec(schema.FreeText(), doc="the laptop's marketing name")
+    confirmed: bool = spec(
+        schema.Bool(),
+        default=False,
+        doc="true when the values were read from the laptop itself (gpupass probe, or a reported working"
+        " setup); false for a model written from a layout someone published, not yet confirmed on the hardware",
+    )
     cpu: Cpu = spec(Cpu)
     gpu: Gpu = spec(Gpu)
     host: Host = spec(Host, default=None)

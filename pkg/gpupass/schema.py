@@ -147,6 +147,19 @@ class OneOf(Constraint):
 
 
 @dataclass(frozen=True)
+class Bool(Constraint):
+    expected: str = "true or false"
+
+    def check(self, value: Any) -> str | None:
+        return None if isinstance(value, bool) else f"{show(value)} is not a boolean"
+
+    def strategy(self):
+        from hypothesis import strategies as st
+
+        return st.booleans()
+
+
+@dataclass(frozen=True)
 class ListOf:
     """A TOML array of ``item`` (a Constraint or a model dataclass)."""
 
@@ -168,6 +181,15 @@ PCI_ADDRESS = Text(
     "domain:bus:slot.function in lower-case hex, slot 00-1f, function 0-7, e.g. 0000:01:00.0",
 )
 PCI_ID = Text(r"[0-9a-f]{4}:[0-9a-f]{4}", "a vendor:device id", "1234:abcd")
+# A PCI subsystem vendor:device id, or "" where it is not known.
+SUBSYSTEM_ID = Text(
+    r"([0-9a-f]{4}:[0-9a-f]{4})?",
+    "a subsystem vendor:device id",
+    "1234:abcd, or \"\" when unknown",
+    alphabet="0123abcdef:",
+    min_len=0,
+    max_len=9,
+)
 MODULE = Text(r"[a-z0-9_]+", "a kernel module name", "e.g. nouveau", alphabet="abcdefgh_0123", max_len=16)
 ABS_PATH = Text(
     r"/[A-Za-z0-9._+/-]+",

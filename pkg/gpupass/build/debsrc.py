@@ -51,6 +51,9 @@ class SourcePackage:
     directory: Path  # the scratch directory holding the .dsc and its files
 
 
+GPU_VENDORS = {"10de": "NVIDIA", "1002": "AMD"}
+
+
 def debian_version() -> str:
     return f"{__version__}-1"
 
@@ -62,13 +65,20 @@ def maintainer() -> str:
 
 def description(model: Model) -> str:
     """Synopsis line, blank line, long description (read by the setup.py shim)."""
+    maker = GPU_VENDORS.get(model.gpu_function.vendor, "discrete")
     text = (
-        f"Sets up a {model.name} laptop to pass its NVIDIA GPU ({', '.join(model.gpu.ids)}) through"
+        f"Sets up a {model.name} laptop to pass its {maker} GPU ({', '.join(model.gpu.ids)}) through"
         " to a Windows guest under QEMU/KVM and libvirt: IOMMU kernel arguments through a GRUB"
         " drop-in, vfio-pci binding in the initramfs, a first-boot vBIOS extraction service,"
         " a fake-battery ACPI table against Code 43, and a ready libvirt domain."
         " Removing the package gives the GPU back to the host at the next boot."
     )
+    if not model.confirmed:
+        text += (
+            " This model was written from a hardware layout published online and is not yet"
+            " confirmed on the hardware; the package's pre-flight checks refuse to install it"
+            " on a laptop that does not match."
+        )
     return f"dGPU passthrough setup for the {model.name}\n\n" + textwrap.fill(text, 78, break_on_hyphens=False) + "\n"
 
 

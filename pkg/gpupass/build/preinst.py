@@ -14,7 +14,7 @@ from ..model import Model
 from .artifacts import modelfile
 
 # In import order: each imports only those before it (dotted: below gpupass/).
-MODULES = ("errors", "schema", "model", "laptop", "laptop.preflight")
+MODULES = ("errors", "schema", "model", "laptop", "laptop.machine", "laptop.preflight")
 
 BOOTSTRAP = """\
 import sys

@@ -1,8 +1,8 @@
 """Pre-flight checks: is this laptop the one the model describes, and can its dGPU be passed through?
 
 Run by the package's preinst (with nothing but python3 on the laptop, so standard library only)
-and by hand as ``gpupass check``. Every check only *reads* sysfs and procfs under ``root``
-(``/`` on a real system, a fixture tree in the tests) and writes nothing.
+and by hand as ``gpupass check``. The machine is read once (machine.py, under ``root``: ``/`` on a
+real system, a fixture tree in the tests); every check is a function of that snapshot and the model.
 
 A check that fails is a *problem*: the install is refused. Problems become *warnings* (the install
 goes on) in a container or chroot, where sysfs shows the build host rather than the laptop, so
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import GpupassError
+from . import machine
+from .machine import ACPI_TABLES, CPUINFO, IOMMU_GROUPS, PCI_DEVICES, Machine
 
 if TYPE_CHECKING:  # only attributes are read, so the preinst needs no model module
     from ..model import Model, PciFunction
@@ -50,11 +52,6 @@ PCI_CLASS_NAMES = {
     "0x0c05": "SMBus controller",
     "0x0c80": "serial bus controller",
 }
-
-PCI_DEVICES = "sys/bus/pci/devices"
-IOMMU_GROUPS = "sys/kernel/iommu_groups"
-ACPI_TABLES = "sys/firmware/acpi/tables"
-CPUINFO = "proc/cpuinfo"
 
 
 class PreflightError(GpupassError):
@@ -98,10 +95,16 @@ def run_checks(
     env: Mapping[str, str] = os.environ,
 ) -> CheckReport:
     """Run every check against the system under ``root``; never writes anything."""
+    container = in_container() if callable(in_container) else bool(in_container)
+    # No Resizable BAR sizes: the checks need none, and reading them would wake a suspended dGPU.
+    return assess(model, machine.read(root, rebar=False), container=container, env=env)
+
+
+def assess(model: Model, snapshot: Machine, *, container: bool = False, env: Mapping[str, str] = {}) -> CheckReport:
+    """The checks as a pure function of the model and a snapshot of the machine."""
     report = CheckReport()
     found: list[str] = []  # refusals, before deciding whether they only warn
-    container = in_container() if callable(in_container) else bool(in_container)
-    chroot = not _has_pci_devices(root)
+    chroot = not snapshot.pci
     present: set[str] = set()  # model functions found at their addresses
 
     if container:
@@ -115,12 +118,12 @@ def run_checks(
             " and problems are only warnings (run `gpupass check` on the laptop)"
         )
     else:
-        present = _check_functions(model, root, report, found)
-        _check_boot_vga(model.gpu_function, root, present, report, found)
-    cpu_vendor = _check_cpu_vendor(model, root, report, found)
-    _check_iommu_table(cpu_vendor or model.cpu.vendor, root, report, found)
+        present = _check_functions(model, snapshot, report, found)
+        _check_boot_vga(model.gpu_function, snapshot, present, report, found)
+    cpu_vendor = _check_cpu_vendor(model, snapshot, report, found)
+    _check_iommu_table(cpu_vendor or model.cpu.vendor, snapshot, report, found)
     if not chroot:
-        _check_iommu_groups(model, root, present, report, found)
+        _check_iommu_groups(model, snapshot, present, report, found)
 
     forced = env.get(FORCE_VARIABLE) == "1"
     if container or chroot:
@@ -171,19 +174,19 @@ def preinst(model: Model) -> int:
 # The checks ---------------------------------------------------------------------------
 
 
-def _check_functions(model: Model, root: Path, report: CheckReport, found: list[str]) -> set[str]:
+def _check_functions(model: Model, snapshot: Machine, report: CheckReport, found: list[str]) -> set[str]:
     """Each function is at its address with its id; returns the addresses where a device exists."""
     present = set()
     for f in model.gpu.functions:
-        device = root / PCI_DEVICES / f.address
-        if not device.is_dir():
+        device = snapshot.device(f.address)
+        if device is None:
             found.append(
                 f"{f.address}: no PCI device here (the model expects the {f.role} function {f.id};"
                 " is the dGPU switched off in the firmware setup?)"
             )
             continue
         present.add(f.address)
-        actual = _pci_id(device)
+        actual = device.id
         if actual is None:
             found.append(f"{f.address}: cannot read its vendor/device id from /{PCI_DEVICES}/{f.address}")
         elif actual != f.id:
@@ -195,22 +198,26 @@ def _check_functions(model: Model, root: Path, report: CheckReport, found: list[
     return present
 
 
-def _check_boot_vga(gpu: PciFunction, root: Path, present: set[str], report: CheckReport, found: list[str]) -> None:
+def _check_boot_vga(gpu: PciFunction, snapshot: Machine, present: set[str], report: CheckReport, found: list[str]):
     if gpu.address not in present:
         return
     # Only VGA-class devices have boot_vga; a 3D controller without it cannot be the boot display.
-    if _read(root / PCI_DEVICES / gpu.address / "boot_vga") == "1":
-        found.append(
-            f"{gpu.address} is the boot VGA device: passing it through would leave the host without a display"
-            " (set the firmware's graphics mode to hybrid so that the iGPU drives the panel)"
-        )
+    if snapshot.device(gpu.address).boot_vga:
+        found.append(boot_vga_problem(gpu.address))
     else:
         report.passed.append(f"{gpu.address} is not the boot VGA device (the host keeps its display)")
 
 
-def _check_cpu_vendor(model: Model, root: Path, report: CheckReport, found: list[str]) -> str | None:
+def boot_vga_problem(address: str) -> str:
+    return (
+        f"{address} is the boot VGA device: passing it through would leave the host without a display"
+        " (set the firmware's graphics mode to hybrid so that the iGPU drives the panel)"
+    )
+
+
+def _check_cpu_vendor(model: Model, snapshot: Machine, report: CheckReport, found: list[str]) -> str | None:
     """The CPU vendor (intel/amd) when it is known, whether or not it matches the model."""
-    vendor_id = _cpuinfo_vendor(root / CPUINFO)
+    vendor_id = snapshot.cpu_vendor_id
     if vendor_id is None:
         found.append(f"cannot tell the CPU vendor: no vendor_id in /{CPUINFO} (the model is for {model.cpu.vendor})")
         return None
@@ -224,23 +231,29 @@ def _check_cpu_vendor(model: Model, root: Path, report: CheckReport, found: list
     return vendor
 
 
-def _check_iommu_table(vendor: str, root: Path, report: CheckReport, found: list[str]) -> None:
+def _check_iommu_table(vendor: str, snapshot: Machine, report: CheckReport, found: list[str]) -> None:
     """The firmware describes an IOMMU (of the CPU's kind: a mismatched model is reported on its own)."""
     table, firmware_name = IOMMU_TABLES[vendor]
     # Existence only: the tables are readable by root alone, their directory by everyone.
-    if (root / ACPI_TABLES / table).exists():
+    if table in snapshot.acpi_tables:
         report.passed.append(f"the firmware exposes an IOMMU (ACPI {table} table)")
     else:
-        found.append(
-            f"no ACPI {table} table (/{ACPI_TABLES}/{table}): the firmware exposes no IOMMU;"
-            f" enable {firmware_name} (IOMMU) in the firmware setup"
-        )
+        found.append(no_iommu_table_problem(vendor))
 
 
-def _check_iommu_groups(model: Model, root: Path, present: set[str], report: CheckReport, found: list[str]) -> None:
+def no_iommu_table_problem(vendor: str) -> str:
+    table, firmware_name = IOMMU_TABLES[vendor]
+    return (
+        f"no ACPI {table} table (/{ACPI_TABLES}/{table}): the firmware exposes no IOMMU;"
+        f" enable {firmware_name} (IOMMU) in the firmware setup"
+    )
+
+
+def _check_iommu_groups(
+    model: Model, snapshot: Machine, present: set[str], report: CheckReport, found: list[str]
+) -> None:
     """Every group of a passed-through function holds only those functions and PCI bridges."""
-    groups_dir = root / IOMMU_GROUPS
-    if not (groups_dir.is_dir() and any(groups_dir.iterdir())):
+    if not snapshot.has_iommu_groups:
         report.notes.append(
             "no IOMMU groups yet: the IOMMU is not on (normal before the first reboot with the package's"
             " kernel command line); the IOMMU group check is skipped, run `gpupass check` after the reboot"
@@ -251,76 +264,48 @@ def _check_iommu_groups(model: Model, root: Path, present: set[str], report: Che
     for address in passed_through:
         if address not in present:
             continue
-        link = root / PCI_DEVICES / address / "iommu_group"
-        if not link.is_symlink():
+        group = snapshot.device(address).iommu_group
+        if group is None:
             found.append(
                 f"{address} is in no IOMMU group although the IOMMU is on (no /{PCI_DEVICES}/{address}/iommu_group)"
             )
             continue
-        # Only the link's name is used: an absolute target would point outside ``root``.
-        groups.setdefault(Path(os.readlink(link)).name, []).append(address)
+        groups.setdefault(group, []).append(address)
     for group, members in groups.items():
-        try:
-            addresses = sorted(p.name for p in (groups_dir / group / "devices").iterdir())
-        except OSError:
+        if group not in snapshot.iommu_groups:
             found.append(
                 f"IOMMU group {group} of {', '.join(members)} cannot be listed (/{IOMMU_GROUPS}/{group}/devices)"
             )
             continue
-        bridges, intruders = [], []
-        for address in addresses:
-            if address in passed_through:
-                continue
-            cls = _read(root / PCI_DEVICES / address / "class") or "unknown"
-            if cls.startswith(PCI_BRIDGE_CLASS):
-                bridges.append(address)
-            else:
-                intruders.append(address)
-                kind = PCI_CLASS_NAMES.get(cls[:6], "device")
-                found.append(
-                    f"IOMMU group {group} also holds {address} {_pci_id(root / PCI_DEVICES / address) or '?'}"
-                    f" ({kind}, class {cls}), which is not passed through: the whole group would go to the VM"
-                )
+        bridges, intruders = group_companions(snapshot, group, passed_through)
+        found.extend(intruder_problem(snapshot, group, address) for address in intruders)
         if not intruders:
             with_bridges = f" and PCI bridge {', '.join(bridges)}" if bridges else ""
             report.passed.append(f"IOMMU group {group} holds only {', '.join(members)}{with_bridges}")
 
 
-# Reading sysfs and procfs -------------------------------------------------------------
+def group_companions(snapshot: Machine, group: str, passed_through: list[str]) -> tuple[list[str], list[str]]:
+    """The other devices of an IOMMU group: (PCI bridges, which may stay; any other device, which may not)."""
+    bridges, intruders = [], []
+    for address in snapshot.iommu_groups.get(group, ()):
+        if address in passed_through:
+            continue
+        device = snapshot.device(address)
+        if device is not None and device.class_code.startswith(PCI_BRIDGE_CLASS):
+            bridges.append(address)
+        else:
+            intruders.append(address)
+    return bridges, intruders
 
 
-def _has_pci_devices(root: Path) -> bool:
-    devices = root / PCI_DEVICES
-    try:
-        return any(devices.iterdir())
-    except OSError:
-        return False
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _pci_id(device: Path) -> str | None:
-    """``vvvv:dddd`` from sysfs ``vendor`` ("0x10de") and ``device`` ("0x25a2")."""
-    parts = []
-    for name in ("vendor", "device"):
-        try:
-            parts.append(f"{int(_read(device / name) or '', 16):04x}")
-        except ValueError:
-            return None
-    return ":".join(parts)
-
-
-def _cpuinfo_vendor(path: Path) -> str | None:
-    for line in (_read(path) or "").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id" and value.strip():
-            return value.strip()
-    return None
+def intruder_problem(snapshot: Machine, group: str, address: str) -> str:
+    device = snapshot.device(address)
+    cls = device.class_code if device else "unknown"
+    kind = PCI_CLASS_NAMES.get(cls[:6], "device")
+    return (
+        f"IOMMU group {group} also holds {address} {(device and device.id) or '?'}"
+        f" ({kind}, class {cls}), which is not passed through: the whole group would go to the VM"
+    )
 
 
 def _count(n: int, noun: str) -> str:

@@ -18,6 +18,20 @@ class Hostdev:
     guest_function: int
 
     @property
+    def alias(self) -> str:
+        """libvirt user alias ("ua-" prefix), by which <qemu:override> names the device."""
+        return f"ua-gpupass-{self.guest_function}"
+
+    @property
+    def subsystem_vendor(self) -> int:
+        """For x-pci-sub-vendor-id (libvirt takes an unsigned property value in decimal)."""
+        return int(self.function.subsystem_id.split(":")[0], 16)
+
+    @property
+    def subsystem_device(self) -> int:
+        return int(self.function.subsystem_id.split(":")[1], 16)
+
+    @property
     def host(self) -> dict[str, str]:
         domain, bus, slot, function = self.function.pci_parts
         return {
@@ -49,6 +63,9 @@ def render(model: Model, templates) -> dict[str, bytes]:
         "domain.xml.j2",
         model,
         hostdevs=hostdevs,
+        # Mobile NVIDIA drivers stay in Code 43 unless the GPU shows the laptop's subsystem ids:
+        # QEMU's vfio-pci sets them from these properties (libvirt >= 8.2: <qemu:override>).
+        overrides=[dev for dev in hostdevs if dev.function.subsystem_id],
         guest_bus=f"0x{GUEST_BUS:02x}",
         guest_bus_index=GUEST_BUS,
         qemu_ns=QEMU_NS,

@@ -32,12 +32,12 @@ DefinitionBlock ("", "SSDT", 2, "GPUPAS", "BATTERY", 0x00000001)
                 Return (Package (0x0D)
                 {
                     Zero,                               // power unit: mWh
-                    62000,  // design capacity
-                    62000,  // last full charge capacity
+                    47000,  // design capacity
+                    39950,  // last full charge capacity
                     One,                                // technology: rechargeable
                     15400,  // design voltage (mV)
-                    6200,  // design capacity of warning
-                    3100,  // design capacity of low
+                    4700,  // design capacity of warning
+                    2350,  // design capacity of low
                     One,                                // granularity low -> warning
                     One,                                // granularity warning -> full
                     "GPUPASS BAT0",  // model number
@@ -52,7 +52,7 @@ DefinitionBlock ("", "SSDT", 2, "GPUPAS", "BATTERY", 0x00000001)
                 {
                     Zero,                               // state: neither charging nor discharging
                     Zero,                               // present rate
-                    62000,  // remaining capacity: full
+                    39950,  // remaining capacity: full
                     15400  // present voltage (mV)
                 })
             }

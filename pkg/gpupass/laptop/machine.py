@@ -1,0 +1,367 @@
+"""The machine as sysfs and procfs show it, read once into a frozen snapshot.
+
+``read(root)`` is the only code in gpupass that reads the machine's PCI devices, IOMMU
+groups, CPUs, DMI strings, batteries and firmware tables; ``gpupass check`` (and the
+package's preinst), ``gpupass probe`` and later ``gpupass doctor`` are functions of the
+snapshot it returns. ``root`` is ``/`` on a laptop and a fixture tree in the tests.
+
+Standard library only: the preinst embeds this module. Nothing is written. Reading a
+device's ``resourceN_resize`` wakes it from runtime suspend (the kernel reads its config
+space), so every device's power state is read first, and ``read(root, rebar=False)`` (what
+``gpupass check`` uses: it needs no BAR sizes) leaves those files alone; every other file
+read here is served from the kernel's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PCI_DEVICES = "sys/bus/pci/devices"
+IOMMU_GROUPS = "sys/kernel/iommu_groups"
+ACPI_TABLES = "sys/firmware/acpi/tables"
+CLASS_IOMMU = "sys/class/iommu"
+CPUINFO = "proc/cpuinfo"
+CMDLINE = "proc/cmdline"
+CPU_TOPOLOGY = "sys/devices/system/cpu"
+# Intel hybrid CPUs list their performance cores here (and efficiency cores under cpu_atom).
+HYBRID_P_CORES = "sys/devices/cpu_core/cpus"
+DMI = "sys/class/dmi/id"
+POWER_SUPPLY = "sys/class/power_supply"
+
+PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+# Flags of a line of a PCI device's sysfs "resource" file (include/linux/ioport.h).
+IORESOURCE_MEM = 0x200
+IORESOURCE_PREFETCH = 0x2000
+IORESOURCE_MEM_64 = 0x100000
+BAR_COUNT = 6  # lines 0-5 of "resource" are the BARs; then the ROM and any bridge windows
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A memory BAR: its current size, and every size Resizable BAR lets it take."""
+
+    index: int
+    size: int  # bytes
+    is_64bit: bool
+    prefetchable: bool
+    resizable_sizes: tuple[int, ...] = ()  # bytes, ascending; empty without Resizable BAR
+
+    @property
+    def largest(self) -> int:
+        return max((self.size, *self.resizable_sizes))
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    address: str  # 0000:01:00.0
+    vendor: str | None  # "10de", None when unreadable
+    device: str | None
+    subsystem_vendor: str | None
+    subsystem_device: str | None
+    class_code: str  # sysfs "class", e.g. "0x030000"; "unknown" when unreadable
+    driver: str | None  # the bound driver's name
+    boot_vga: bool | None  # None: no boot_vga file (only VGA-class devices have one)
+    upstream: tuple[str, ...]  # the bridges above it, nearest first
+    bars: tuple[Bar, ...]
+    iommu_group: str | None
+    runtime_status: str | None  # power/runtime_status: active, suspended, ...
+    power_control: str | None  # power/control: auto or on
+    power_state: str | None  # power_state: D0, D3hot, D3cold
+
+    @property
+    def id(self) -> str | None:
+        return f"{self.vendor}:{self.device}" if self.vendor and self.device else None
+
+    @property
+    def subsystem_id(self) -> str | None:
+        if self.subsystem_vendor and self.subsystem_device:
+            return f"{self.subsystem_vendor}:{self.subsystem_device}"
+        return None
+
+    @property
+    def pci_class(self) -> str:
+        """Base class and subclass, e.g. "0x0300"."""
+        return self.class_code[:6]
+
+    @property
+    def slot(self) -> str:
+        """The address without the function: 0000:01:00."""
+        return self.address.rsplit(".", 1)[0]
+
+    @property
+    def function(self) -> int:
+        return int(self.address.rsplit(".", 1)[1])
+
+
+@dataclass(frozen=True)
+class Cpu:
+    number: int
+    core: tuple[int, ...]  # this CPU and its SMT siblings, ascending
+
+
+@dataclass(frozen=True)
+class Dmi:
+    vendor: str | None
+    product: str | None
+    version: str | None
+    family: str | None
+    chassis_type: int | None  # SMBIOS chassis type: 9 laptop, 10 notebook, 3 desktop, ...
+
+
+@dataclass(frozen=True)
+class Battery:
+    name: str  # BAT0
+    design_mwh: int | None
+    full_mwh: int | None
+    design_voltage_mv: int | None
+    model: str | None
+    manufacturer: str | None
+    technology: str | None
+
+
+@dataclass(frozen=True)
+class Machine:
+    pci: tuple[PciDevice, ...]  # by address
+    iommu_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> addresses, sorted
+    unlistable_groups: tuple[str, ...] = ()  # groups whose devices/ could not be listed
+    cpu_vendor_id: str | None = None  # GenuineIntel, AuthenticAMD
+    cpu_model: str | None = None
+    cpu_flags: tuple[str, ...] = ()
+    cpus: tuple[Cpu, ...] = ()
+    performance_cores: tuple[int, ...] | None = None  # Intel hybrid P-core CPUs; None elsewhere
+    dmi: Dmi = Dmi(None, None, None, None, None)
+    batteries: tuple[Battery, ...] = ()
+    acpi_tables: tuple[str, ...] = ()
+    iommu_units: tuple[str, ...] = ()  # /sys/class/iommu entries: dmar0, ivhd0, ...
+    cmdline: str | None = None
+
+    def device(self, address: str) -> PciDevice | None:
+        return next((d for d in self.pci if d.address == address), None)
+
+    @property
+    def has_iommu_groups(self) -> bool:
+        return bool(self.iommu_groups or self.unlistable_groups)
+
+
+# Reading ------------------------------------------------------------------------------
+
+
+def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
+    """Read the machine under ``root`` once; never writes. ``rebar=False``: no Resizable BAR
+    sizes, and no device woken from runtime suspend to read them."""
+    groups, unlistable = _iommu_groups(root)
+    cpuinfo = _cpuinfo(root)
+    return Machine(
+        pci=_pci_devices(root, rebar),
+        iommu_groups=groups,
+        unlistable_groups=unlistable,
+        cpu_vendor_id=cpuinfo.get("vendor_id"),
+        cpu_model=cpuinfo.get("model name"),
+        cpu_flags=tuple(cpuinfo.get("flags", "").split()),
+        cpus=_cpus(root, cpuinfo.get("processors", "")),
+        performance_cores=_cpu_list(_read(root / HYBRID_P_CORES)),
+        dmi=_dmi(root),
+        batteries=_batteries(root),
+        acpi_tables=_names(root / ACPI_TABLES),
+        iommu_units=_names(root / CLASS_IOMMU),
+        cmdline=_read(root / CMDLINE),
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _names(directory: Path) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(p.name for p in directory.iterdir()))
+    except OSError:
+        return ()
+
+
+def _link_name(path: Path) -> str | None:
+    """The last component of a symlink's target (an absolute target would leave ``root``)."""
+    try:
+        return Path(os.readlink(path)).name
+    except OSError:
+        return None
+
+
+def _hex_id(path: Path) -> str | None:
+    try:
+        return f"{int(_read(path) or '', 16):04x}"
+    except ValueError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
+    addresses = _names(root / PCI_DEVICES)
+    # Before anything that could wake a device: what runtime power management left it in.
+    power_files = ("power/runtime_status", "power/control", "power_state")
+    power = {a: tuple(_read(root / PCI_DEVICES / a / name) for name in power_files) for a in addresses}
+    devices = []
+    for address in addresses:
+        link = root / PCI_DEVICES / address
+        d = link  # reads go through the link; the kernel's links are relative, so fixtures resolve too
+        real = Path(os.path.realpath(link))
+        chain = [part for part in real.parts if PCI_ADDRESS.fullmatch(part)]
+        upstream = tuple(reversed(chain[:-1])) if chain and chain[-1] == address else ()
+        boot_vga = _read(d / "boot_vga")
+        devices.append(
+            PciDevice(
+                address=address,
+                vendor=_hex_id(d / "vendor"),
+                device=_hex_id(d / "device"),
+                subsystem_vendor=_hex_id(d / "subsystem_vendor"),
+                subsystem_device=_hex_id(d / "subsystem_device"),
+                class_code=_read(d / "class") or "unknown",
+                driver=_link_name(d / "driver"),
+                boot_vga=None if boot_vga is None else boot_vga == "1",
+                upstream=upstream,
+                bars=_bars(d, rebar),
+                iommu_group=_link_name(d / "iommu_group"),
+                runtime_status=power[address][0],
+                power_control=power[address][1],
+                power_state=power[address][2],
+            )
+        )
+    return tuple(devices)
+
+
+def _bars(device: Path, rebar: bool) -> tuple[Bar, ...]:
+    bars = []
+    for index, line in enumerate((_read(device / "resource") or "").splitlines()[:BAR_COUNT]):
+        try:
+            start, end, flags = (int(word, 16) for word in line.split())
+        except ValueError:
+            continue
+        if not flags & IORESOURCE_MEM or end <= start:
+            continue
+        # resourceN_resize: bit n set = the BAR can be 2^n MiB (pci_rebar_get_possible_sizes).
+        try:
+            mask = int(_read(device / f"resource{index}_resize") or "0", 16) if rebar else 0
+        except ValueError:
+            mask = 0
+        sizes = tuple(MIB << n for n in range(mask.bit_length()) if mask >> n & 1)
+        bars.append(
+            Bar(index, end - start + 1, bool(flags & IORESOURCE_MEM_64), bool(flags & IORESOURCE_PREFETCH), sizes)
+        )
+    return tuple(bars)
+
+
+def _iommu_groups(root: Path) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    groups: dict[str, tuple[str, ...]] = {}
+    unlistable = []
+    for group in sorted(_names(root / IOMMU_GROUPS), key=lambda g: (len(g), g)):
+        try:
+            groups[group] = tuple(sorted(p.name for p in (root / IOMMU_GROUPS / group / "devices").iterdir()))
+        except OSError:
+            unlistable.append(group)
+    return groups, tuple(unlistable)
+
+
+def _cpuinfo(root: Path) -> dict[str, str]:
+    """The first processor's vendor_id, model name and flags, and every processor number."""
+    info: dict[str, str] = {}
+    processors = []
+    for line in (_read(root / CPUINFO) or "").splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor":
+            processors.append(value)
+        elif key in ("vendor_id", "model name", "flags") and value and key not in info:
+            info[key] = value
+    info["processors"] = " ".join(processors)
+    return info
+
+
+def _cpu_list(text: str | None) -> tuple[int, ...] | None:
+    """The kernel's CPU list syntax, 0-3,8,10-11."""
+    if not text:
+        return None
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        return None
+    return tuple(cpus)
+
+
+def _cpus(root: Path, processors: str) -> tuple[Cpu, ...]:
+    numbers = sorted({int(n) for n in processors.split() if n.isdigit()})
+    cpus = []
+    for n in numbers:
+        siblings = _cpu_list(_read(root / CPU_TOPOLOGY / f"cpu{n}/topology/thread_siblings_list"))
+        cpus.append(Cpu(n, tuple(sorted(siblings)) if siblings and n in siblings else (n,)))
+    return tuple(cpus)
+
+
+def _dmi(root: Path) -> Dmi:
+    def text(name: str) -> str | None:
+        value = _read(root / DMI / name)
+        return value or None
+
+    return Dmi(
+        vendor=text("sys_vendor"),
+        product=text("product_name"),
+        version=text("product_version"),
+        family=text("product_family"),
+        chassis_type=_int(text("chassis_type")),
+    )
+
+
+def _batteries(root: Path) -> tuple[Battery, ...]:
+    found = []
+    for name in _names(root / POWER_SUPPLY):
+        supply = root / POWER_SUPPLY / name
+        if not name.startswith("BAT") and _read(supply / "type") != "Battery":
+            continue
+
+        def number(attribute: str, supply: Path = supply) -> int | None:
+            return _int(_read(supply / attribute))
+
+        voltage_uv = number("voltage_min_design")
+        if number("energy_full_design") is not None:  # µWh
+            design = _scale(number("energy_full_design"), 1000)
+            full = _scale(number("energy_full"), 1000)
+        else:  # charge in µAh: energy = charge × design voltage
+            design = _energy(number("charge_full_design"), voltage_uv)
+            full = _energy(number("charge_full"), voltage_uv)
+        found.append(
+            Battery(
+                name=name,
+                design_mwh=design,
+                full_mwh=full,
+                design_voltage_mv=_scale(voltage_uv, 1000),
+                model=_read(supply / "model_name") or None,
+                manufacturer=_read(supply / "manufacturer") or None,
+                technology=_read(supply / "technology") or None,
+            )
+        )
+    return tuple(found)
+
+
+def _scale(value: int | None, divisor: int) -> int | None:
+    return None if value is None else round(value / divisor)
+
+
+def _energy(charge_uah: int | None, voltage_uv: int | None) -> int | None:
+    if charge_uah is None or voltage_uv is None:
+        return None
+    return round(charge_uah * voltage_uv / 10**9)  # µAh × µV = 10^-12 Wh = 10^-9 mWh
