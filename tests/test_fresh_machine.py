@@ -60,8 +60,10 @@ def make_fresh_system(target: Path) -> None:
 
 
 # A real machine's / is a mount point with /proc, /dev and /sys (unshare --propagation needs
-# the first, the private libvirtd and the chroots of the inner run the others). All of it
-# lives in a mount namespace of its own, gone when the command ends.
+# the first, the private libvirtd and the chroots of the inner run the others), and a devpts
+# of its own (QEMU's serial console opens a pseudo-terminal inside libvirt's namespace, which
+# the host's devpts bound in does not give it). All of it lives in a mount namespace of its
+# own, gone when the command ends.
 IN_MACHINE = """\
 set -eu
 root=$1; shift
@@ -69,6 +71,8 @@ mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount --rbind /sys "$root/sys"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
+mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx"
 exec chroot "$root" "$@"
 """
 
