@@ -1,6 +1,8 @@
 """gpupass sessions. Every step is also `python -m gpupass ...`; these only orchestrate.
 
 nox -s build-deb MODEL=aurora-z        build build/gpupass-aurora-z.deb
+nox -s build-all                       every model, in parallel, skipping unchanged ones
+nox -s ppa -- MODEL=all SERIES=noble PPA=owner/name [--upload]
 nox -s tests                           every test tier (what CI runs)
 
 Settings are NAME=VALUE words: after `--` (nox's session arguments), in the environment
@@ -12,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 
 import nox
 
@@ -96,17 +97,33 @@ def build_source(session: nox.Session) -> None:
     session.run("python", "-m", "gpupass", "build-source", model)
 
 
+@nox.session(name="build-all")
+def build_all(session: nox.Session) -> None:
+    """Build every model's .deb into build/ in parallel; models whose inputs did not change are skipped."""
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "build-all")
+
+
+@nox.session
+def ppa(session: nox.Session) -> None:
+    """Signed source uploads for a Launchpad PPA, one per model and series; dput --simulate unless --upload:
+    nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]"""
+    model = model_arg(session, allow_all=True)
+    series, target = setting(session, "SERIES"), setting(session, "PPA")
+    if not series or not target:
+        session.error("Usage: nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]")
+    upload = ["--upload"] if "--upload" in session.posargs else []
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "ppa", model, "--series", series, "--ppa", target, *upload)
 
 
 @nox.session
 def publish(session: nox.Session) -> None:
-    """Build the model's .deb and add it to the local signed apt repository build/repo:
-    nox -s publish MODEL=aurora-z (signing key: $GPUPASS_SIGNING_KEY)"""
-    model = model_arg(session)
+    """Build every model (or MODEL=<id>) and add it to the local signed apt repository build/repo
+    (signing key: $GPUPASS_SIGNING_KEY)"""
+    model = model_arg(session, allow_all=True) if setting(session, "MODEL") else "all"
     session.install("-e", ".[build]")
-    session.run("python", "-m", "gpupass", "build-deb", model)
-    debs = sorted(str(p) for p in Path("build").glob(f"gpupass-{model}_*_all.deb"))
-    session.run("python", "-m", "gpupass", "publish", *debs)
+    session.run("python", "-m", "gpupass", "publish", "--models", model)
 
 
 @nox.session
@@ -162,6 +179,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Print the wall time of a gpupass build next to a bare dpkg-buildpackage of its source."""
+    """Print build times: one model against a minimal debhelper package, build-all for N = 1, 4, 16 models."""
     session.install("-e", ".[build]")
     session.run("python", "benchmarks/build_time.py", *session.posargs)

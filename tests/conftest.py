@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.build import debsrc
+from gpupass.build import debsrc, version
 
 from . import chroot
 
@@ -33,6 +33,12 @@ def aurora() -> model.Model:
 @pytest.fixture(scope="session")
 def aurora_text() -> str:
     return (ROOT / "models" / "aurora-z.toml").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def aurora_version() -> str:
+    """The Debian version this checkout gives aurora-z's package (from its git history)."""
+    return version.of_model(ROOT / "models" / "aurora-z.toml").debian
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,10 @@ def dpkg_deb(*args: str) -> str:
     return subprocess.run(["dpkg-deb", *args], check=True, capture_output=True, text=True).stdout
 
 
-def test_build_leaves_versioned_deb_and_alias(built: Path) -> None:
-    assert sorted(p.name for p in built.iterdir()) == ["gpupass-aurora-z.deb", "gpupass-aurora-z_0.1.0-1_all.deb"]
-    assert (built / "gpupass-aurora-z.deb").read_bytes() == (built / "gpupass-aurora-z_0.1.0-1_all.deb").read_bytes()
+def test_build_leaves_versioned_deb_and_alias(built: Path, aurora_version: str) -> None:
+    versioned = f"gpupass-aurora-z_{aurora_version}_all.deb"
+    assert sorted(p.name for p in built.iterdir()) == ["gpupass-aurora-z.deb", versioned]
+    assert (built / "gpupass-aurora-z.deb").read_bytes() == (built / versioned).read_bytes()
 
 
 def test_package_ships_every_artifact(built: Path) -> None:
@@ -100,7 +101,13 @@ def test_vbios_unit_is_enabled_but_not_started_at_install(built: Path, tmp_path:
     assert "deb-systemd-invoke" not in postinst, "the unit must wait for the boot where vfio-pci holds the GPU"
 
 
-SCRATCH = (".nox", "build", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
+SCRATCH = (".nox", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
+
+
+def scratch(directory: str, names: list[str]) -> set[str]:
+    """What a checkout copy leaves out: caches anywhere, build/ only at the top (not pkg/gpupass/build)."""
+    ignored = shutil.ignore_patterns(*SCRATCH)(directory, names)
+    return ignored | ({"build"} if Path(directory) == ROOT else set())
 
 
 def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
@@ -108,7 +115,7 @@ def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
     debs = []
     for name, umask in (("first-checkout", 0o022), ("a/much/longer/second/checkout", 0o077)):
         clone = tmp_path / name  # the working tree as it is, with its git history
-        shutil.copytree(ROOT, clone, symlinks=True, ignore=shutil.ignore_patterns(*SCRATCH))
+        shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch)
         out = tmp_path / f"out-{len(debs)}"
         subprocess.run(
             [sys.executable, "-m", "gpupass", "build-deb", "aurora-z", "--out", str(out)],

@@ -45,7 +45,7 @@ def test_no_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_apt_installs_from_the_signed_repository(
-    plain_chroot: chroot.Chroot, built: Path, signing_key: str, tmp_path: Path
+    plain_chroot: chroot.Chroot, built: Path, signing_key: str, tmp_path: Path, aurora_version: str
 ) -> None:
     deb = next(built.glob("gpupass-aurora-z_*_all.deb"))
     published = tmp_path / "repo"
@@ -58,7 +58,7 @@ def test_apt_installs_from_the_signed_repository(
     sources.write_text(repo.sources_entry(Path("/srv/gpupass")))
     plain_chroot.run("apt-get", "update", "-o", "Dir::Etc::SourceList=/dev/null")
     installed = plain_chroot.run("apt-get", "install", "-y", "gpupass-aurora-z")
-    assert "Setting up gpupass-aurora-z (0.1.0-1)" in installed.stdout
+    assert f"Setting up gpupass-aurora-z ({aurora_version})" in installed.stdout
 
     # A Release file changed after signing is refused.
     in_release = inside / "dists/gpupass/InRelease"
