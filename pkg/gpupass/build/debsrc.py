@@ -208,6 +208,8 @@ def build_binary(source: SourcePackage) -> Path:
         "-b",
         "-us",
         "-uc",
+        # Freshly unpacked: nothing to clean (`debian/rules clean` costs a setup.py run).
+        "--no-pre-clean",
         cwd=tree,
         env={"DEB_BUILD_OPTIONS": "nocheck"},
         what="building the binary package",
