@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,6 +77,10 @@ def test_build_all_rebuilds_only_what_changed(two_models: Path, tmp_path: Path) 
     assert first.returncode == 0, first.stderr
     assert "unchanged" not in first.stdout and len(first.stdout.splitlines()) == 2
 
+    # Clean models' versions are kept per commit: the rerun does not ask git for each model.
+    kept = json.loads((out / "versions.json").read_text())
+    assert kept["head"] == git(two_models, "rev-parse", "HEAD").strip()
+    assert kept["versions"] == {name: dataclasses.asdict(v) for name, v in versions(two_models).items()}
     again = gpupass(two_models, "build-all", "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1] == "nothing to do: no model's inputs changed since its last build (2 models)"

@@ -9,8 +9,10 @@ a rerun with nothing changed only hashes files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -87,13 +89,46 @@ def up_to_date(out_dir: Path, model: Model, key: str) -> Path | None:
 
 
 def build_one(model: Model, model_file: Path, ver: version.Version, key: str, out_dir: Path) -> Result:
-    alias = debsrc.build_deb(model, model_file, out_dir, ver)
+    debsrc.build_deb(model, model_file, out_dir, ver)
     deb = out_dir / f"{model.package}_{ver.debian}_all.deb"
     part = key_file(out_dir, model).with_suffix(".key.part")
     part.write_text(f"{key} {deb.name}\n", encoding="utf-8")
     part.replace(key_file(out_dir, model))
-    assert alias.is_file()
     return Result(model.id, deb, True)
+
+
+def versions(models: list[tuple[Model, Path]], root: Path, out_dir: Path) -> list[version.Version]:
+    """Every model's version. A model's version depends only on the commit and on whether
+    its inputs are dirty, so clean models' versions are kept per commit in
+    ``build/versions.json``: a rerun asks git two questions, not three per model."""
+    cache_file = out_dir / "versions.json"
+    head = version.git(root, "rev-parse", "HEAD").strip()
+    specs = {m.id: version.model_spec(f, root) for m, f in models}
+    pathspecs = [*version.SHARED_INPUTS, *filter(None, specs.values())]
+    status = version.git(root, "status", "--porcelain", "--untracked-files=all", "--", *pathspecs)
+    changed = {line[3:].split(" -> ")[-1] for line in status.splitlines()}
+    shared_dirty = bool(changed - set(specs.values()))
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        cache = {}
+    known = cache.get("versions", {}) if cache.get("head") == head and "SOURCE_DATE_EPOCH" not in os.environ else {}
+
+    def one(item: tuple[Model, Path]) -> version.Version:
+        model, model_file = item
+        clean = specs[model.id] is not None and not shared_dirty and specs[model.id] not in changed
+        if clean and model.id in known:
+            return version.Version(**known[model.id])
+        return version.of_model(model_file, root)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # git only: cheap, I/O bound
+        found = list(pool.map(one, models))
+    clean = {m.id: dataclasses.asdict(v) for (m, _), v in zip(models, found, strict=True) if not v.dirty}
+    if clean != known:
+        part = cache_file.with_suffix(".json.part")
+        part.write_text(json.dumps({"head": head, "versions": clean}, indent=1, sort_keys=True), encoding="utf-8")
+        part.replace(cache_file)
+    return found
 
 
 def build_all(
@@ -105,11 +140,9 @@ def build_all(
     jobs = jobs or os.cpu_count() or 1
     shared = digest(input_files(root), root)
     toolset = tool_versions()
-    with ThreadPoolExecutor(max_workers=max(jobs, 4)) as pool:  # git only: cheap, I/O bound
-        versions = list(pool.map(lambda m: version.of_model(m[1], root), models))
     results: dict[str, Result] = {}
     todo = []
-    for (model, model_file), ver in zip(models, versions, strict=True):
+    for (model, model_file), ver in zip(models, versions(models, root, out_dir), strict=True):
         key = content_key(shared, model_file, ver, toolset)
         deb = up_to_date(out_dir, model, key)
         if deb:

@@ -114,7 +114,7 @@ def build(model: Model, model_file: Path, series: list[str], key: str, out_dir: 
         if log.exists():
             raise GpupassError(
                 f"{model.package} {v} ({s}) is already uploaded to {target} ({log})",
-                hint="a PPA takes each version once: commit a change to the model's inputs for a new version",
+                hint=f"a PPA takes a version once: leave {s} out of SERIES, or commit a change for a new version",
             )
     orig_name = f"{model.package}_{ver.upstream}.orig.tar.gz"
     with tempfile.TemporaryDirectory(prefix="gpupass-ppa-") as tmp:

@@ -50,14 +50,18 @@ class Version:
         return f"{self.debian}~{series}1"
 
 
+def model_spec(model_file: Path, root: Path = paths.SOURCE_ROOT) -> str | None:
+    """The model file's path in the checkout; None for a file outside it."""
+    try:
+        return str(model_file.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return None  # not in git, hence dirty (see of_model)
+
+
 def inputs(model_file: Path, root: Path = paths.SOURCE_ROOT) -> list[str]:
     """The git pathspecs of a model package's inputs."""
-    specs = list(SHARED_INPUTS)
-    try:
-        specs.insert(0, str(model_file.resolve().relative_to(root.resolve())))
-    except ValueError:
-        pass  # a model file outside the tree: not in git, hence dirty (see of_model)
-    return specs
+    spec = model_spec(model_file, root)
+    return [spec, *SHARED_INPUTS] if spec else list(SHARED_INPUTS)
 
 
 def git(root: Path, *args: str) -> str:
