@@ -104,9 +104,10 @@ def test_vbios_unit_is_enabled_but_not_started_at_install(built: Path, tmp_path:
 SCRATCH = (".nox", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info")
 
 
-def scratch(directory: str, names: list[str]) -> set[str]:
-    """What a checkout copy leaves out: caches anywhere, build/ only at the top (not pkg/gpupass/build)."""
-    ignored = shutil.ignore_patterns(*SCRATCH)(directory, names)
+def scratch_files(directory: str, names: list[str]) -> set[str]:
+    """What a checkout holds but a commit does not: tools' caches, and build/ at the top only
+    (pkg/gpupass/build is source)."""
+    ignored = set(shutil.ignore_patterns(*SCRATCH)(directory, names))
     return ignored | ({"build"} if Path(directory) == ROOT else set())
 
 
@@ -115,7 +116,7 @@ def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
     debs = []
     for name, umask in (("first-checkout", 0o022), ("a/much/longer/second/checkout", 0o077)):
         clone = tmp_path / name  # the working tree as it is, with its git history
-        shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch)
+        shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch_files)
         out = tmp_path / f"out-{len(debs)}"
         subprocess.run(
             [sys.executable, "-m", "gpupass", "build-deb", "aurora-z", "--out", str(out)],
