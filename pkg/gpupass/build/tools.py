@@ -38,8 +38,6 @@ PROVIDERS = {
     "gpg": "gnupg",
     "dput": "dput",
     "debsign": "devscripts",
-    "dscverify": "devscripts",  # the tests check uploads with it
-    "nox": "nox",  # the tests run the noxfile's command lines
 }
 
 
