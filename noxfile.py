@@ -5,8 +5,8 @@ nox -s build-all                       every model, in parallel, skipping unchan
 nox -s ppa -- MODEL=all SERIES=noble PPA=owner/name [--upload]
 nox -s tests                           every test tier (what CI runs)
 
-Settings are NAME=VALUE words: after `--` (nox's session arguments), in the environment
-(`MODEL=aurora-z nox -s build-deb`), or right after the session names, see below.
+Settings are NAME=VALUE words: right after the session names (`nox -s build-deb
+MODEL=aurora-z`), after `--` (nox's session arguments), or in the environment.
 """
 
 from __future__ import annotations
@@ -106,8 +106,10 @@ def build_all(session: nox.Session) -> None:
 
 @nox.session
 def ppa(session: nox.Session) -> None:
-    """Signed source uploads for a Launchpad PPA, one per model and series; dput --simulate unless --upload:
-    nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]"""
+    """Signed uploads to a Launchpad PPA per model and series (dput --simulate unless --upload).
+
+    nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]
+    (DEBFULLNAME, DEBEMAIL: the uploader; GPUPASS_SIGNING_KEY: the key debsign signs with)"""
     model = model_arg(session, allow_all=True)
     series, target = setting(session, "SERIES"), setting(session, "PPA")
     if not series or not target:
@@ -119,8 +121,7 @@ def ppa(session: nox.Session) -> None:
 
 @nox.session
 def publish(session: nox.Session) -> None:
-    """Build every model (or MODEL=<id>) and add it to the local signed apt repository build/repo
-    (signing key: $GPUPASS_SIGNING_KEY)"""
+    """Build every model (or MODEL=<id>) into the local signed apt repository build/repo ($GPUPASS_SIGNING_KEY)."""
     model = model_arg(session, allow_all=True) if setting(session, "MODEL") else "all"
     session.install("-e", ".[build]")
     session.run("python", "-m", "gpupass", "publish", "--models", model)
