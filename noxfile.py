@@ -1,13 +1,19 @@
 """gpupass sessions. Every step is also `python -m gpupass ...`; these only orchestrate.
 
-nox -s build-deb -- MODEL=aurora-z     build build/gpupass-aurora-z.deb
+nox -s build-deb MODEL=aurora-z        build build/gpupass-aurora-z.deb
+nox -s build-all                       every model, in parallel, skipping unchanged ones
+nox -s ppa -- MODEL=all SERIES=noble PPA=owner/name [--upload]
 nox -s tests                           every test tier (what CI runs)
+
+Settings are NAME=VALUE words: right after the session names (`nox -s build-deb
+MODEL=aurora-z`), after `--` (nox's session arguments), or in the environment.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+import sys
 
 import nox
 
@@ -20,22 +26,64 @@ PYTEST_TIERS = {
     "install": "install",
     "vm": "vm",
 }
+SETTING = re.compile(r"[A-Z][A-Z0-9_]*=")
 
 
-def model_arg(session: nox.Session) -> str:
-    """MODEL=<id> from the session arguments or the environment."""
-    models = sorted(f[:-5] for f in os.listdir("models") if f.endswith(".toml"))
-    args = [a.split("=", 1)[1] for a in session.posargs if a.startswith("MODEL=")]
-    chosen = args[-1] if args else os.environ.get("MODEL")
-    if not chosen or chosen not in models:
+def _move_settings_after_dashes(argv: list[str]) -> list[str] | None:
+    """`nox -s build-deb MODEL=aurora-z` as `nox -s build-deb -- MODEL=aurora-z`.
+
+    nox reads every word after `-s` as a session name and has no hook to take some of
+    them back: by the time this file runs, the command line is parsed. What it does
+    document is that the noxfile is a plain module run by nox's own interpreter, so
+    when NAME=VALUE words stand before `--`, nox is started again with them moved
+    after it, where they are session arguments (`session.posargs`). None: no change.
+    """
+    dashes = argv.index("--") if "--" in argv else len(argv)
+    settings = [a for a in argv[:dashes] if SETTING.match(a)]
+    if not settings:
+        return None
+    options = [a for a in argv[:dashes] if not SETTING.match(a)]
+    # nox has changed into this file's directory: name the noxfile absolutely.
+    return [*options, "--noxfile", os.path.abspath(__file__), "--", *settings, *argv[dashes + 1 :]]
+
+
+if __name__ == "user_nox_module" and (_argv := _move_settings_after_dashes(sys.argv[1:])) is not None:
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "nox", *_argv])
+
+
+def setting(session: nox.Session, name: str) -> str | None:
+    """NAME=value from the session arguments (the last wins), else $NAME."""
+    given = [a.split("=", 1)[1] for a in session.posargs if a.startswith(f"{name}=")]
+    return given[-1] if given else os.environ.get(name) or None
+
+
+def known_models() -> list[str]:
+    return sorted(f[:-5] for f in os.listdir("models") if f.endswith(".toml"))
+
+
+def model_arg(session: nox.Session, allow_all: bool = False) -> str:
+    """MODEL=<id> (or MODEL=all where allowed) from the session arguments or the environment."""
+    models = known_models()
+    chosen = setting(session, "MODEL")
+    if not chosen or (chosen not in models and not (allow_all and chosen == "all")):
         problem = f"unknown model {chosen!r}" if chosen else "no model given"
-        session.error(f"{problem}. Usage: nox -s build-deb -- MODEL=<id>   (known models: {', '.join(models)})")
+        session.error(
+            f"{problem}. Usage: nox -s {session.name} MODEL=<id>{'|all' if allow_all else ''}"
+            f"   (known models: {', '.join(models)})"
+        )
     return chosen
+
+
+@nox.session(name="model", python=False)
+def chosen_model(session: nox.Session) -> None:
+    """Print the model the settings choose (MODEL=<id>), without building anything."""
+    print(f"MODEL={model_arg(session)}")
 
 
 @nox.session(name="build-deb")
 def build_deb(session: nox.Session) -> None:
-    """Build build/gpupass-<model>.deb: nox -s build-deb -- MODEL=aurora-z"""
+    """Build build/gpupass-<model>.deb: nox -s build-deb MODEL=aurora-z"""
     model = model_arg(session)
     session.install("-e", ".[build]")
     session.run("python", "-m", "gpupass", "build-deb", model)
@@ -43,26 +91,45 @@ def build_deb(session: nox.Session) -> None:
 
 @nox.session(name="build-source")
 def build_source(session: nox.Session) -> None:
-    """Build the source package for a PPA upload into build/: nox -s build-source -- MODEL=aurora-z"""
+    """Build the source package (local, unsigned) into build/: nox -s build-source MODEL=aurora-z"""
     model = model_arg(session)
     session.install("-e", ".[build]")
     session.run("python", "-m", "gpupass", "build-source", model)
 
 
+@nox.session(name="build-all")
+def build_all(session: nox.Session) -> None:
+    """Build every model's .deb into build/ in parallel; models whose inputs did not change are skipped."""
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "build-all")
+
+
+@nox.session
+def ppa(session: nox.Session) -> None:
+    """Signed uploads to a Launchpad PPA per model and series (dput --simulate unless --upload).
+
+    nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]
+    (DEBFULLNAME, DEBEMAIL: the uploader; GPUPASS_SIGNING_KEY: the key debsign signs with)"""
+    model = model_arg(session, allow_all=True)
+    series, target = setting(session, "SERIES"), setting(session, "PPA")
+    if not series or not target:
+        session.error("Usage: nox -s ppa -- MODEL=<id>|all SERIES=noble,resolute PPA=owner/name [--upload]")
+    upload = ["--upload"] if "--upload" in session.posargs else []
+    session.install("-e", ".[build]")
+    session.run("python", "-m", "gpupass", "ppa", model, "--series", series, "--ppa", target, *upload)
+
+
 @nox.session
 def publish(session: nox.Session) -> None:
-    """Build the model's .deb and add it to the local signed apt repository build/repo:
-    nox -s publish -- MODEL=aurora-z (signing key: $GPUPASS_SIGNING_KEY)"""
-    model = model_arg(session)
+    """Build every model (or MODEL=<id>) into the local signed apt repository build/repo ($GPUPASS_SIGNING_KEY)."""
+    model = model_arg(session, allow_all=True) if setting(session, "MODEL") else "all"
     session.install("-e", ".[build]")
-    session.run("python", "-m", "gpupass", "build-deb", model)
-    debs = sorted(str(p) for p in Path("build").glob(f"gpupass-{model}_*_all.deb"))
-    session.run("python", "-m", "gpupass", "publish", *debs)
+    session.run("python", "-m", "gpupass", "publish", "--models", model)
 
 
 @nox.session
 def preview(session: nox.Session) -> None:
-    """Print the resolved model and every rendered file: nox -s preview -- MODEL=aurora-z"""
+    """Print the resolved model and every rendered file: nox -s preview MODEL=aurora-z"""
     model = model_arg(session)
     session.install("-e", ".[build]")
     session.run("python", "-m", "gpupass", "preview", model)
@@ -78,7 +145,7 @@ SYSTEM_LIBVIRT = ["--system-site-packages"]
 
 def pytest(session: nox.Session, *args: str) -> None:
     session.install("-e", ".[test]")
-    extra = [a for a in session.posargs if not a.startswith("MODEL=")]
+    extra = [a for a in session.posargs if not SETTING.match(a)]
     session.run("python", "-m", "pytest", *args, *extra)
 
 
@@ -122,6 +189,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Print the wall time of a gpupass build next to a bare dpkg-buildpackage of its source."""
+    """Print build times: one model against a minimal debhelper package, build-all for N = 1, 4, 16 models."""
     session.install("-e", ".[build]")
     session.run("python", "benchmarks/build_time.py", *session.posargs)

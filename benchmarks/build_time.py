@@ -1,24 +1,59 @@
-"""Wall time of `gpupass build-deb` next to a bare `dpkg-buildpackage -b` of the same
-generated source: how much gpupass adds on top of Debian's own build.
+"""Build times against Debian's own floor: prints figures, asserts nothing.
 
-    python benchmarks/build_time.py [MODEL] [--runs N]
+    python benchmarks/build_time.py [MODEL] [--runs N] [--counts 1,4,16]
 
-Prints figures; asserts nothing about them (speed goals live here, not in tests).
+1. the floor: ``dpkg-buildpackage -b`` of a minimal debhelper package (built here);
+2. one model's ``gpupass build-deb`` (goal: within 2x the floor);
+3. ``gpupass build-all`` in a scratch clone holding N generated copies of the model,
+   for each N (goal: 16 models within 6x one model on 2 cores), then a rerun with
+   nothing changed (goal: under 0.5 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pkg"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "pkg"))
 
 from gpupass import model, paths  # noqa: E402
-from gpupass.build import debsrc, tools  # noqa: E402
+from gpupass.build import debsrc  # noqa: E402
+
+MINIMAL = {
+    "debian/control": """Source: minimal
+Section: misc
+Priority: optional
+Maintainer: Bench Mark <bench@example.org>
+Build-Depends: debhelper-compat (= 13)
+Standards-Version: 4.6.2
+Rules-Requires-Root: no
+
+Package: minimal
+Architecture: all
+Depends: ${misc:Depends}
+Description: minimal debhelper package
+ The floor gpupass's build time is measured against.
+""",
+    "debian/changelog": """minimal (1.0-1) unstable; urgency=medium
+
+  * Benchmark floor.
+
+ -- Bench Mark <bench@example.org>  Wed, 25 Nov 2026 12:00:00 +0000
+""",
+    "debian/rules": "#!/usr/bin/make -f\n%:\n\tdh $@\n",
+    "debian/minimal.install": "hello.txt usr/share/minimal/\n",
+    "debian/source/format": "3.0 (native)\n",
+    "debian/copyright": "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n",
+    "hello.txt": "hello\n",
+}
 
 
 def timed(func) -> float:
@@ -27,28 +62,82 @@ def timed(func) -> float:
     return time.perf_counter() - start
 
 
+def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(a) for a in argv], cwd=cwd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+
+
+def minimal_build(scratch: Path) -> float:
+    tree = scratch / "minimal-1.0"
+    for name, text in MINIMAL.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(text)
+    (tree / "debian/rules").chmod(0o755)
+    return timed(lambda: run("dpkg-buildpackage", "-b", "-us", "-uc", cwd=tree))
+
+
+def clone_with_copies(dest: Path, model_id: str, count: int) -> Path:
+    """A clone of this checkout (uncommitted changes included) whose models/ holds
+    ``count`` copies of ``model_id``, committed."""
+    subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(dest)], check=True)
+    for name in subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], check=True, capture_output=True, text=True
+    ).stdout.split():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for old in (dest / "models").glob("*.toml"):
+        old.unlink()
+    for i in range(count):
+        shutil.copy2(ROOT / "models" / f"{model_id}.toml", dest / "models" / f"{model_id}-{i:02d}.toml")
+    who = ["-c", "user.name=bench", "-c", "user.email=bench@example.org"]
+    subprocess.run(["git", "-C", str(dest), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(dest), *who, "commit", "-q", "-m", f"{count} models"], check=True)
+    return dest
+
+
+def build_all(clone: Path, out: Path) -> float:
+    env = {"PYTHONPATH": str(clone / "pkg")}
+    env_all = {k: v for k, v in os.environ.items() if k not in ("GPUPASS_SOURCE", "SOURCE_DATE_EPOCH")}
+    return timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "gpupass", "build-all", "--out", str(out)],
+            cwd=clone,
+            env={**env_all, **env},
+            check=True,
+            capture_output=True,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="aurora-z")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--counts", default="1,4,16", help="models in each build-all run")
     args = parser.parse_args()
     model_file = paths.MODELS_DIR / f"{args.model}.toml"
     m = model.load(model_file)
 
-    full, bare = [], []
+    floor, one = [], []
     for _ in range(args.runs):
-        with tempfile.TemporaryDirectory() as out:
-            full.append(timed(lambda: debsrc.build_deb(m, model_file, Path(out))))
         with tempfile.TemporaryDirectory() as scratch:
-            source = debsrc.make_source(m, model_file, Path(scratch))
-            tree = debsrc.unpack(source, "tree")
-            bare.append(timed(lambda tree=tree: tools.run("dpkg-buildpackage", "-b", "-us", "-uc", cwd=tree)))
-
-    f, b = statistics.median(full), statistics.median(bare)
-    print(f"model                         {args.model} ({args.runs} runs, median)")
-    print(f"gpupass build-deb             {f:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in full)})")
-    print(f"bare dpkg-buildpackage -b     {b:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in bare)})")
-    print(f"ratio                         {f / b:7.2f} x")
+            floor.append(minimal_build(Path(scratch)))
+        with tempfile.TemporaryDirectory() as out:
+            one.append(timed(lambda out=out: debsrc.build_deb(m, model_file, Path(out))))
+    f, o = statistics.median(floor), statistics.median(one)
+    print(f"cores                                {os.cpu_count()}")
+    print(f"minimal debhelper dpkg-buildpackage  {f:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in floor)})")
+    print(f"gpupass build-deb {args.model:<18} {o:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in one)})")
+    print(f"  ratio to the floor                 {o / f:7.2f} x   (goal: 2)")
+    for count in (int(c) for c in args.counts.split(",")):
+        with tempfile.TemporaryDirectory() as scratch:
+            clone = clone_with_copies(Path(scratch) / "clone", args.model, count)
+            out = Path(scratch) / "out"
+            cold, warm = build_all(clone, out), build_all(clone, out)
+        print(
+            f"gpupass build-all, N = {count:<2}           {cold:7.2f} s   ({cold / o:.2f}x one model);"
+            f" unchanged rerun {warm:.2f} s"
+        )
 
 
 if __name__ == "__main__":

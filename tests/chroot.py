@@ -71,11 +71,16 @@ class Chroot:
     root: Path
 
     def run(
-        self, *argv: str, check: bool = True, env: dict[str, str] | None = None
+        self, *argv: str, check: bool = True, env: dict[str, str] | None = None, network: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside; ``network=False`` runs it in a new network namespace (no network at all)."""
         full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+        isolate = [] if network else ["unshare", "--net"]
         result = subprocess.run(
-            ["chroot", str(self.root), *argv], capture_output=True, text=True, env={**full_env, **(env or {})}
+            [*isolate, "chroot", str(self.root), *argv],
+            capture_output=True,
+            text=True,
+            env={**full_env, **(env or {})},
         )
         if check and result.returncode:
             raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

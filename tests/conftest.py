@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gpupass import model
-from gpupass.build import debsrc
+from gpupass.build import debsrc, version
 
 from . import chroot
 
@@ -36,11 +40,74 @@ def aurora_text() -> str:
 
 
 @pytest.fixture(scope="session")
+def aurora_version() -> str:
+    """The Debian version this checkout gives aurora-z's package (from its git history)."""
+    return version.of_model(ROOT / "models" / "aurora-z.toml").debian
+
+
+@pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path:
     """build/ as `gpupass build-deb aurora-z` leaves it (in a scratch directory)."""
     out = tmp_path_factory.mktemp("build")
     debsrc.build_deb(aurora, ROOT / "models" / "aurora-z.toml", out)
     return out
+
+
+@pytest.fixture
+def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A throwaway key in a private keyring ($GNUPGHOME); returns its fingerprint."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run(
+        [*gpg, "--quick-gen-key", "gpupass test <test@gpupass.example>", "ed25519", "sign", "never"],
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-secret-keys"], check=True, capture_output=True, text=True
+    ).stdout
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def git(repo: Path, *args: str) -> str:
+    identity = ["-c", "user.name=gpupass test", "-c", "user.email=test@gpupass.example"]
+    return subprocess.run(["git", "-C", str(repo), *identity, *args], check=True, capture_output=True, text=True).stdout
+
+
+def scratch_clone(dest: Path) -> Path:
+    """An independent clone of this checkout with its uncommitted changes committed on top:
+    what the working tree holds, in a clean tree whose history tests may change."""
+    git(ROOT, "clone", "--quiet", "--no-local", str(ROOT), str(dest))
+    files = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, files):
+        src, dst = ROOT / name, dest / name
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        elif dst.exists():  # deleted in the working tree
+            dst.unlink()
+    git(dest, "add", "-A")
+    if git(dest, "status", "--porcelain"):
+        git(dest, "commit", "--quiet", "-m", "the working tree's uncommitted changes")
+    return dest
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment without what would pin a build to this checkout or this date."""
+    return {k: v for k, v in os.environ.items() if k not in ("GPUPASS_SOURCE", "SOURCE_DATE_EPOCH")}
+
+
+def gpupass(clone: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m gpupass ...`` run from ``clone``'s own sources."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpupass", *args],
+        cwd=clone,
+        env={**clean_environment(), "PYTHONPATH": str(clone / "pkg"), **(env or {})},
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="session")

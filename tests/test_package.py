@@ -19,9 +19,10 @@ def dpkg_deb(*args: str) -> str:
     return subprocess.run(["dpkg-deb", *args], check=True, capture_output=True, text=True).stdout
 
 
-def test_build_leaves_versioned_deb_and_alias(built: Path) -> None:
-    assert sorted(p.name for p in built.iterdir()) == ["gpupass-aurora-z.deb", "gpupass-aurora-z_0.1.0-1_all.deb"]
-    assert (built / "gpupass-aurora-z.deb").read_bytes() == (built / "gpupass-aurora-z_0.1.0-1_all.deb").read_bytes()
+def test_build_leaves_versioned_deb_and_alias(built: Path, aurora_version: str) -> None:
+    versioned = f"gpupass-aurora-z_{aurora_version}_all.deb"
+    assert sorted(p.name for p in built.iterdir()) == ["gpupass-aurora-z.deb", versioned]
+    assert (built / "gpupass-aurora-z.deb").read_bytes() == (built / versioned).read_bytes()
 
 
 def test_package_ships_every_artifact(built: Path) -> None:

@@ -1,53 +1,77 @@
 """The source package, as a PPA builder gets it: built in a clean chroot from its
-Build-Depends alone."""
+Build-Depends alone, with the network off."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from gpupass import model
-from gpupass.build import debsrc
+from gpupass.build import debsrc, version
 
 from . import chroot
 from .conftest import ROOT
 
 pytestmark = pytest.mark.install
+MODEL_FILE = ROOT / "models" / "aurora-z.toml"
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path:
     out = tmp_path_factory.mktemp("source")
-    debsrc.build_source(aurora, ROOT / "models" / "aurora-z.toml", out)
+    debsrc.build_source(aurora, MODEL_FILE, out)
     return out
 
 
-def test_source_upload_files(source: Path) -> None:
+@pytest.fixture(scope="module")
+def noble(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> debsrc.SourcePackage:
+    """The noble upload's source package, made as `gpupass ppa` makes it (unsigned)."""
+    ver = version.of_model(MODEL_FILE)
+    tree = debsrc.prepare(aurora, MODEL_FILE, tmp_path_factory.mktemp("noble"), ver)
+    return debsrc.source_package(aurora, tree, ver, "noble", ver.for_series("noble"))
+
+
+def test_source_upload_files(source: Path, aurora_version: str) -> None:
     names = sorted(p.name for p in source.iterdir())
+    upstream = aurora_version.rsplit("-", 1)[0]
     assert names == [
-        "gpupass-aurora-z_0.1.0-1.debian.tar.xz",
-        "gpupass-aurora-z_0.1.0-1.dsc",
-        "gpupass-aurora-z_0.1.0-1_source.changes",
-        "gpupass-aurora-z_0.1.0.orig.tar.gz",
+        f"gpupass-aurora-z_{aurora_version}.debian.tar.xz",
+        f"gpupass-aurora-z_{aurora_version}.dsc",
+        f"gpupass-aurora-z_{aurora_version}_source.changes",
+        f"gpupass-aurora-z_{upstream}.orig.tar.gz",
     ]
-    changes = (source / "gpupass-aurora-z_0.1.0-1_source.changes").read_text()
+    changes = (source / f"gpupass-aurora-z_{aurora_version}_source.changes").read_text()
     assert "Architecture: source\n" in changes
     for name in names[:2] + names[3:]:
         assert name in changes, name
 
 
-def test_clean_builder_builds_it_from_build_depends_alone(
-    plain_chroot: chroot.Chroot, source: Path, built: Path
+def contents(deb: Path, dest: Path) -> dict[str, bytes]:
+    """Every file the .deb ships, but its changelog (which names the version and series)."""
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+    return {
+        str(p.relative_to(dest)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(dest.rglob("*"))
+        if p.name != "changelog.Debian.gz"
+    }
+
+
+def test_clean_builder_builds_noble_upload_from_build_depends_alone(
+    plain_chroot: chroot.Chroot, noble: debsrc.SourcePackage, built: Path, tmp_path: Path
 ) -> None:
-    """What Launchpad does: install the Build-Depends, unpack, build; no gpupass, no PyPI."""
-    for f in source.iterdir():
-        plain_chroot.copy_in(f)
+    """What Launchpad does: install the Build-Depends, unpack, build offline; no gpupass, no PyPI."""
+    for f in noble.directory.iterdir():
+        if f.is_file():
+            plain_chroot.copy_in(f)
+    dsc = f"/tmp/{noble.dsc.name}"
     plain_chroot.run("apt-get", "update", "-q")
-    plain_chroot.run("apt-get", "build-dep", "-y", "-q", "/tmp/gpupass-aurora-z_0.1.0-1.dsc")
-    plain_chroot.run("dpkg-source", "-x", "/tmp/gpupass-aurora-z_0.1.0-1.dsc", "/tmp/build")
+    plain_chroot.run("apt-get", "build-dep", "-y", "-q", dsc)
+    plain_chroot.run("dpkg-source", "-x", dsc, "/tmp/build")
     with plain_chroot.mounts():
-        plain_chroot.run("sh", "-c", "cd /tmp/build && dpkg-buildpackage -b -us -uc", env={"HOME": "/tmp"})
-    deb = plain_chroot.root / "tmp/gpupass-aurora-z_0.1.0-1_all.deb"
-    # Same source, same SOURCE_DATE_EPOCH (from its changelog): the same bytes as here.
-    assert deb.read_bytes() == (built / "gpupass-aurora-z_0.1.0-1_all.deb").read_bytes()
+        build = "cd /tmp/build && dpkg-buildpackage -b -us -uc"
+        plain_chroot.run("sh", "-c", build, env={"HOME": "/tmp"}, network=False)
+    deb = plain_chroot.root / f"tmp/{noble.name}_{noble.version}_all.deb"
+    # Same files, same bytes as `nox -s build-deb`: only the changelog names the series.
+    assert contents(deb, tmp_path / "noble") == contents(built / "gpupass-aurora-z.deb", tmp_path / "local")

@@ -1,7 +1,8 @@
 """The ``gpupass`` command (also ``python -m gpupass``).
 
 Maintainer steps, run from the source tree: models, validate, preview, render,
-build-deb, build-source. Laptop steps, run from the installed package: check, probe, vbios, vm.
+build-deb, build-source, build-all, publish, ppa. Laptop steps, run from the installed package:
+check, probe, vbios, vm.
 """
 
 from __future__ import annotations
@@ -98,14 +99,58 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    from .build import repo
+def models_arg(arg: str) -> list[tuple[model.Model, Path]]:
+    """``all`` or comma-separated model ids, each loaded and validated."""
+    names = known_models() if arg == "all" else [n for n in arg.split(",") if n]
+    loaded, problems = [], []
+    for name in names:
+        try:
+            m, path = load_model(name)
+            loaded.append((m, path))
+        except ModelError as e:
+            problems += e.problems
+    if problems or not loaded:
+        raise ModelError(problems or [f"no models in {arg!r}"])
+    return loaded
 
+
+def cmd_build_all(args: argparse.Namespace) -> int:
+    from .build import buildall
+
+    results = buildall.build_all(models_arg(args.models), Path(args.out), args.jobs)
+    for r in results:
+        print(f"{r.deb}{'' if r.built else '  (unchanged, not rebuilt)'}")
+    if not any(r.built for r in results):
+        print(f"nothing to do: no model's inputs changed since its last build ({len(results)} models)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .build import buildall, repo, version
+
+    debs = [Path(d) for d in args.debs]
+    if args.models:
+        debs += [r.deb for r in buildall.build_all(models_arg(args.models), Path(args.out))]
+    if not debs:
+        raise GpupassError("nothing to publish", hint="name .deb files, or --models all")
+    unpublishable = [d.name for d in debs if version.DIRTY in d.name]
+    if unpublishable:
+        raise GpupassError(
+            [f"{name}: built from uncommitted changes, not published" for name in unpublishable],
+            hint="commit the changes (git status shows them), then publish",
+        )
     repository = Path(args.repo).resolve()
-    keyring = repo.publish([Path(d) for d in args.debs], repository, args.key)
+    keyring = repo.publish(debs, repository, args.key)
     print(f"published to {repository}; users add /etc/apt/sources.list.d/gpupass.sources:")
     print(repo.sources_entry(repository), end="")
     print(f"(keyring: {keyring})")
+    return 0
+
+
+def cmd_ppa(args: argparse.Namespace) -> int:
+    from .build import ppa
+
+    ppa.publish(models_arg(args.models), args.series, args.ppa, Path(args.out), args.upload, args.key)
     return 0
 
 
@@ -172,10 +217,23 @@ def parser() -> argparse.ArgumentParser:
         sp = add(name, cmd_build, what)
         sp.add_argument("model", help="model id or path to a .toml")
         sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp = add("build-all", cmd_build_all, "build every model's .deb in parallel, skipping unchanged models")
+    sp.add_argument("models", nargs="?", default="all", help="all (default) or comma-separated model ids")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp.add_argument("--jobs", type=int, help="builds at a time (default: one per core)")
     sp = add("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
-    sp.add_argument("debs", nargs="+", metavar="DEB")
+    sp.add_argument("debs", nargs="*", metavar="DEB")
+    sp.add_argument("--models", help="also build these models first (build-all): all or comma-separated ids")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="where --models are built (default: build/)")
     sp.add_argument("--repo", default=str(paths.BUILD_DIR / "repo"), help="repository directory (default: build/repo)")
     sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
+    sp = add("ppa", cmd_ppa, "signed source uploads for a Launchpad PPA, one per model and series (dput --simulate)")
+    sp.add_argument("models", help="all or comma-separated model ids")
+    sp.add_argument("--series", required=True, help="Ubuntu series, comma-separated (e.g. noble,resolute)")
+    sp.add_argument("--ppa", required=True, help="owner/name (as in ppa:owner/name)")
+    sp.add_argument("--upload", action="store_true", help="really upload (default: dput --simulate)")
+    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR / "ppa"), help="output directory (default: build/ppa)")
     sp = add("check", cmd_check, "pre-flight checks: is this the laptop the model is for?")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)

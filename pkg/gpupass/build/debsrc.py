@@ -1,10 +1,11 @@
 """From a model to a Debian source package, and from that to the .deb.
 
-1. stage a copy of the sources with only this model in it;
-2. stdeb (``setup.py sdist_dsc``) makes the orig tarball and debian/ (control,
-   changelog, compat) from the Python metadata;
+1. stage a copy of the sources with only this model in it, named after the model's
+   version (``version.py``), and pack it into the orig tarball (``orig.py``);
+2. stdeb (``setup.py debianize``) writes debian/ (control, rules) from the Python metadata;
 3. gpupass overlays what stdeb cannot express (``debian/`` in the source tree: rules,
-   maintainer scripts, triggers, copyright) and fixes stdeb's known traps in control;
+   maintainer scripts, triggers, copyright), fixes stdeb's known traps in control and
+   writes the changelog (``changelog.py``: this build on top of the project's history);
 4. ``dpkg-source -b`` turns that into the .dsc a PPA builder takes;
 5. ``dpkg-buildpackage -b`` builds the .deb from the .dsc unpacked afresh, exactly as a
    clean builder would.
@@ -23,10 +24,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, paths
-from ..errors import GpupassError, ToolError
+from .. import paths
+from ..errors import GpupassError
 from ..model import Model
-from . import preinst, tools
+from . import changelog, orig, preinst, tools, version
 from .artifacts import grub
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
@@ -46,16 +47,12 @@ DEFAULT_MAINTAINER = "gpupass maintainers <maintainers@gpupass.invalid>"
 @dataclass(frozen=True)
 class SourcePackage:
     name: str
-    version: str  # Debian version, e.g. 0.1.0-1
+    version: str  # Debian version, e.g. 0.1.0+42-1 (or 0.1.0+42-1~noble1 for a PPA series)
     dsc: Path
     directory: Path  # the scratch directory holding the .dsc and its files
 
 
 GPU_VENDORS = {"10de": "NVIDIA", "1002": "AMD"}
-
-
-def debian_version() -> str:
-    return f"{__version__}-1"
 
 
 def maintainer() -> str:
@@ -100,22 +97,6 @@ def stdeb_cfg(model: Model) -> str:
             "",
         ]
     )
-
-
-def source_date_epoch() -> str:
-    """The build's timestamp: $SOURCE_DATE_EPOCH, else the last commit's date, so that
-    the same commit builds the same bytes (changelog date, file mtimes in the .deb)."""
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        return os.environ["SOURCE_DATE_EPOCH"]
-    try:
-        return tools.run(
-            "git", "-C", paths.SOURCE_ROOT, "log", "-1", "--format=%ct", what="dating the build"
-        ).stdout.strip()
-    except ToolError as e:
-        raise GpupassError(
-            f"{paths.SOURCE_ROOT}: cannot date the build from git ({e.problems[0]})",
-            hint="build from a git checkout, or set SOURCE_DATE_EPOCH",
-        ) from None
 
 
 def stage_sources(model: Model, model_file: Path, dest: Path) -> Path:
@@ -176,31 +157,57 @@ def fix_control(text: str) -> str:
     return text
 
 
-def make_source(model: Model, model_file: Path, scratch: Path) -> SourcePackage:
-    """Generate the source package (.dsc, orig tarball, debian tarball) in ``scratch``."""
-    tree = stage_sources(model, model_file, scratch)
+def prepare(model: Model, model_file: Path, scratch: Path, ver: version.Version) -> Path:
+    """The source tree with its debian/, next to its orig tarball, in ``scratch/dist``."""
+    staged = stage_sources(model, model_file, scratch)
     dist = scratch / "dist"
-    epoch = {"SOURCE_DATE_EPOCH": source_date_epoch()}
+    dist.mkdir()
+    tree = dist / f"{model.package}-{ver.upstream}"
+    staged.rename(tree)
+    orig.write(tree, dist / f"{model.package}_{ver.upstream}.orig.tar.gz", ver.epoch)
     tools.run(
         sys.executable,
         "setup.py",
         "--command-packages=stdeb.command",
-        "sdist_dsc",
-        "--dist-dir",
-        dist,
+        "debianize",
         cwd=tree,
-        env=epoch,
-        what="generating the source package with stdeb",
+        env={"SOURCE_DATE_EPOCH": str(ver.epoch)},
+        what="generating debian/ with stdeb",
     )
-    version = debian_version()
-    upstream = version.rsplit("-", 1)[0]
-    unpacked = dist / f"{model.package}-{upstream}"
-    overlay_debian(model, unpacked / "debian")
-    for stale in dist.glob(f"{model.package}_{version}*"):
-        stale.unlink()
-    tools.run("dpkg-source", "-b", unpacked.name, cwd=dist, env=epoch, what="building the source package")
-    shutil.rmtree(unpacked)
-    return SourcePackage(model.package, version, dist / f"{model.package}_{version}.dsc", dist)
+    for leftover in tree.glob("pkg/*.egg-info"):  # setuptools' egg_info, not a source file
+        shutil.rmtree(leftover)
+    overlay_debian(model, tree / "debian")
+    return tree
+
+
+def source_package(
+    model: Model, tree: Path, ver: version.Version, distribution: str = "unstable", debian_version: str | None = None
+) -> SourcePackage:
+    """Write the changelog for ``distribution`` and build the .dsc from ``tree`` (again for
+    each PPA series: the orig tarball next to the tree is reused as it is)."""
+    debian_version = debian_version or ver.debian
+    (tree / "debian" / "changelog").write_text(
+        changelog.render(model.package, debian_version, distribution, maintainer(), ver), encoding="utf-8"
+    )
+    tools.run(
+        "dpkg-source",
+        "-b",
+        tree.name,
+        cwd=tree.parent,
+        env={"SOURCE_DATE_EPOCH": str(ver.epoch)},
+        what="building the source package",
+    )
+    dsc = tree.parent / f"{model.package}_{debian_version}.dsc"
+    return SourcePackage(model.package, debian_version, dsc, tree.parent)
+
+
+def make_source(model: Model, model_file: Path, scratch: Path, ver: version.Version | None = None) -> SourcePackage:
+    """Generate the source package (.dsc, orig tarball, debian tarball) in ``scratch``."""
+    ver = ver or version.of_model(model_file)
+    tree = prepare(model, model_file, scratch, ver)
+    source = source_package(model, tree, ver)
+    shutil.rmtree(tree)
+    return source
 
 
 def unpack(source: SourcePackage, name: str) -> Path:
@@ -218,6 +225,8 @@ def build_binary(source: SourcePackage) -> Path:
         "-b",
         "-us",
         "-uc",
+        # Freshly unpacked: nothing to clean (`debian/rules clean` costs a setup.py run).
+        "--no-pre-clean",
         cwd=tree,
         env={"DEB_BUILD_OPTIONS": "nocheck"},
         what="building the binary package",
@@ -237,11 +246,13 @@ def deliver(files: list[Path], out_dir: Path) -> None:
         os.replace(part, out_dir / f.name)
 
 
-def build_deb(model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR) -> Path:
+def build_deb(
+    model: Model, model_file: Path, out_dir: Path = paths.BUILD_DIR, ver: version.Version | None = None
+) -> Path:
     """Build ``gpupass-<model>_<version>_all.deb`` into ``out_dir``, plus the
     version-less ``gpupass-<model>.deb`` alias; return the alias's path."""
     with tempfile.TemporaryDirectory(prefix="gpupass-build-") as tmp:
-        source = make_source(model, model_file, Path(tmp))
+        source = make_source(model, model_file, Path(tmp), ver)
         deb = build_binary(source)
         alias = deb.with_name(f"{model.package}.deb")
         shutil.copy2(deb, alias)

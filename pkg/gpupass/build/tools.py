@@ -28,6 +28,7 @@ PROVIDERS = {
     "dpkg-source": "dpkg-dev",
     "dpkg-genchanges": "dpkg-dev",
     "dpkg-deb": "dpkg",
+    "dpkg-query": "dpkg",
     "lintian": "lintian",
     "virsh": "libvirt-clients",
     "mmdebstrap": "mmdebstrap",
@@ -36,6 +37,7 @@ PROVIDERS = {
     "reprepro": "reprepro",
     "gpg": "gnupg",
     "dput": "dput",
+    "debsign": "devscripts",
 }
 
 
