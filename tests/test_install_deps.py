@@ -41,6 +41,9 @@ TEST_TOOLS = {
     "readlink": "coreutils",
     "qemu-img": "qemu-utils",
     "virt-install": "virtinst",
+    "dscverify": "devscripts",
+    "dpkg": "dpkg",
+    "dpkg-parsechangelog": "dpkg-dev",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}
