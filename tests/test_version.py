@@ -24,11 +24,14 @@ def newer(a: str, b: str) -> bool:
 
 @pytest.fixture
 def two_models(tmp_path: Path) -> Path:
-    """A scratch clone with a second model, committed."""
+    """A scratch clone with aurora-z and a second model only, committed."""
     clone = scratch_clone(tmp_path / "clone")
+    others = [f"models/{p.name}" for p in (clone / "models").glob("*.toml") if p.stem != "aurora-z"]
+    if others:
+        git(clone, "rm", "--quiet", *others)
     shutil.copy2(clone / "models" / "aurora-z.toml", clone / "models" / "other-z.toml")
     git(clone, "add", "models/other-z.toml")
-    git(clone, "commit", "--quiet", "-m", "a second model")
+    git(clone, "commit", "--quiet", "-m", "aurora-z and a second model")
     return clone
 
 
