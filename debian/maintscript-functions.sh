@@ -7,12 +7,25 @@ gpupass_in_container() {
 }
 
 # Regenerate grub.cfg so the kernel command line follows the grub.d drop-in, but only
-# where GRUB is really in charge of this machine's boot.
+# where GRUB is really in charge of this machine's boot. Elsewhere (systemd-boot and
+# kernel-install, another loader) nothing is edited: say which arguments to add or remove
+# where ($1: add or remove).
 gpupass_update_grub() {
 	if gpupass_in_container; then
 		echo "gpupass: inside a container: not running update-grub." >&2
 	elif ! command -v update-grub >/dev/null 2>&1 || [ ! -e /boot/grub/grub.cfg ]; then
-		echo "gpupass: GRUB is not set up here (no update-grub or /boot/grub/grub.cfg): kernel command line left alone." >&2
+		if [ "$1" = add ]; then
+			action="add these arguments to the kernel command line yourself"
+		else
+			action="remove these arguments from the kernel command line yourself"
+		fi
+		cat >&2 <<NOTICE
+gpupass: GRUB is not set up here (no update-grub or /boot/grub/grub.cfg): kernel command line left alone.
+  For passthrough, $action:
+    #KERNEL_ARGS#
+  systemd-boot / kernel-install: edit /etc/kernel/cmdline (start from /proc/cmdline if it does not
+  exist), then run: kernel-install add-all. After the reboot, gpupass doctor checks /proc/cmdline.
+NOTICE
 	else
 		update-grub
 	fi
@@ -27,16 +40,38 @@ gpupass_reboot_required() {
 	fi
 }
 
-# libvirt before 10 (Debian 12) has no "include if exists <abstractions/libvirt-qemu.d>" in its
-# QEMU abstraction, so the package's drop-in there is not read. The fix is one line in the
-# admin's own local file, which a package must not edit: say so instead.
+# libvirt before 9.6 (Debian 12's 9.0) has no "include if exists <abstractions/libvirt-qemu.d>"
+# in its QEMU abstraction, so the package's drop-in there is not read. The fix is one line in
+# the admin's own local file, which a package must not edit: say so instead, but only where
+# neither the installed abstraction nor that local file includes the directory. Decided by
+# the files' content, not by libvirt's version.
 gpupass_apparmor_notice() {
 	abstraction=/etc/apparmor.d/abstractions/libvirt-qemu
-	if [ -e "$abstraction" ] && ! grep -qs 'abstractions/libvirt-qemu\.d' "$abstraction"; then
+	local_file=/etc/apparmor.d/local/abstractions/libvirt-qemu
+	includes='^[[:space:]]*#\{0,1\}include[[:space:]]*\(if exists[[:space:]]*\)\{0,1\}<abstractions/libvirt-qemu\.d>'
+	if [ -e "$abstraction" ] && ! grep -qs "$includes" "$abstraction" "$local_file"; then
 		cat >&2 <<'NOTICE'
 gpupass: this libvirt's AppArmor profile does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/,
   so the VM may be denied the vBIOS and the battery table. Allow them with:
     echo 'include if exists <abstractions/libvirt-qemu.d>' >> /etc/apparmor.d/local/abstractions/libvirt-qemu
 NOTICE
 	fi
+}
+
+# The initramfs trigger rebuilds the image of the newest kernel only (initramfs-tools'
+# update-initramfs -u and dracut's trigger alike), the one the next boot starts by default.
+# Where older kernels are installed, say that their images keep the old state ($1: the
+# state they keep) and how to rebuild them all.
+gpupass_initramfs_notice() {
+	kernels=$(linux-version list 2>/dev/null | linux-version sort 2>/dev/null) || return 0
+	[ "$(echo "$kernels" | grep -c .)" -gt 1 ] || return 0
+	if command -v update-initramfs >/dev/null 2>&1; then
+		rebuild="update-initramfs -u -k all"
+	else
+		rebuild="dracut --regenerate-all --force"
+	fi
+	cat >&2 <<NOTICE
+gpupass: only the newest kernel's initramfs ($(echo "$kernels" | tail -n 1)) is rebuilt, and the next boot
+  starts that kernel by default. The other installed kernels keep $1 until: $rebuild
+NOTICE
 }

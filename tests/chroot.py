@@ -17,6 +17,33 @@ from pathlib import Path
 import pytest
 
 SUITE = os.environ.get("GPUPASS_TEST_SUITE", "bookworm")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A supported release as the install tier builds it: a Debian suite and its initramfs tool."""
+
+    name: str
+    suite: str
+    initramfs: str  # the package that builds the initramfs: initramfs-tools or dracut
+    stands_in_for: str = ""
+
+
+# No Ubuntu archive is reachable from here: Debian 13 with dracut stands in for Ubuntu 26.04
+# (dracut by default since 25.10), the initramfs-tools releases for Ubuntu 24.04.
+RELEASES = (
+    Release("debian12", "bookworm", "initramfs-tools"),
+    Release("debian13", "trixie", "initramfs-tools", "Ubuntu 24.04's initramfs-tools"),
+    Release("debian13-dracut", "trixie", "dracut", "Ubuntu 26.04"),
+)
+
+
+def releases() -> tuple[Release, ...]:
+    """The release matrix; GPUPASS_RELEASES=debian12,... narrows it (the fresh-machine test's inner run)."""
+    wanted = os.environ.get("GPUPASS_RELEASES")
+    if not wanted:
+        return RELEASES
+    return tuple(r for r in RELEASES if r.name in wanted.split(","))
 # Bookkeeping that changes on every dpkg/apt run, not files a package leaves behind.
 VOLATILE = ("var/lib/dpkg/", "var/lib/apt/", "var/cache/", "var/log/", "tmp/", "run/", "proc/", "dev/", "sys/")
 
@@ -28,10 +55,10 @@ def require_root_tools() -> None:
         pytest.fail("mmdebstrap not found: apt-get install mmdebstrap")
 
 
-def make_tarball(dest: Path, include: tuple[str, ...]) -> Path:
-    tarball = dest / f"{SUITE}.tar"
+def make_tarball(dest: Path, include: tuple[str, ...], suite: str = SUITE) -> Path:
+    tarball = dest / f"{suite}.tar"
     subprocess.run(
-        ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(include)}", SUITE, str(tarball)],
+        ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(include)}", suite, str(tarball)],
         check=True,
     )
     return tarball

@@ -47,6 +47,7 @@ def test_every_artifact_kind_has_a_golden_file() -> None:
         "usr/share/gpupass/ssdt-battery.aml",
         "usr/share/gpupass/ssdt-battery.asl",
         "usr/share/gpupass/models/aurora-z.toml",
-        "lib/systemd/system/gpupass-vbios.service",
+        "usr/lib/systemd/system/gpupass-vbios.service",
+        "usr/lib/dracut/dracut.conf.d/gpupass-aurora-z.conf",
         "etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
     } == paths

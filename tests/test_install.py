@@ -30,7 +30,11 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         assert (plain_chroot.root / path).is_file(), path
     # Enabled for the next boot (a link that resolves inside the chroot, not here).
     wants = plain_chroot.root / "etc/systemd/system/multi-user.target.wants/gpupass-vbios.service"
-    assert os.readlink(wants) == "/lib/systemd/system/gpupass-vbios.service"
+    # (deb-systemd-helper links to /lib/... on Debian 12, where /lib is /usr/lib's alias.)
+    assert os.readlink(wants) in (
+        "/usr/lib/systemd/system/gpupass-vbios.service",
+        "/lib/systemd/system/gpupass-vbios.service",
+    )
     # The command works in the chroot with nothing but python3.
     version = plain_chroot.run("gpupass", "--version")
     assert version.stdout == "gpupass 0.1.0\n"
@@ -43,7 +47,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     assert plain_chroot.files() ^ before == set()
 
 
-UNIT = "/lib/systemd/system/gpupass-vbios.service"
+UNIT = "/usr/lib/systemd/system/gpupass-vbios.service"
 
 
 def test_vbios_unit_passes_systemd_analyze_verify(plain_chroot: chroot.Chroot, built: Path) -> None:
@@ -123,83 +127,6 @@ def test_gpupass_force_installs_anyway(plain_chroot: chroot.Chroot, built: Path)
     assert "Setting up gpupass-aurora-z" in result.stdout
 
 
-# --- boot files: GRUB command line and initramfs, through install, remove, purge ---------
-
-GRUB_ARGS = "intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291"
-# Exactly how grub-mkconfig reads its settings.
-GRUB_SETTINGS = (
-    "if test -f /etc/default/grub; then . /etc/default/grub; fi; "
-    'for x in /etc/default/grub.d/*.cfg; do if [ -e "$x" ]; then . "$x"; fi; done; '
-    'printf %s "$GRUB_CMDLINE_LINUX_DEFAULT"'
-)
-
-
-@pytest.fixture(scope="session")
-def kernel_chroot_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Debian system with a kernel, initramfs-tools and GRUB's common files."""
-    chroot.require_root_tools()
-    return chroot.make_tarball(
-        tmp_path_factory.mktemp("kernel-chroot"),
-        include=("python3", "initramfs-tools", "linux-image-amd64", "grub2-common"),
-    )
-
-
-@pytest.fixture
-def kernel_chroot(kernel_chroot_tarball: Path, tmp_path: Path) -> chroot.Chroot:
-    system = chroot.unpack(kernel_chroot_tarball, tmp_path / "root")
-    # What grub-pc's postinst does on a real system.
-    system.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
-    return system
-
-
-def initramfs(system: chroot.Chroot, dest: str) -> Path:
-    """The initramfs the next boot would use, unpacked."""
-    image = system.run("sh", "-c", "ls /boot/initrd.img-*").stdout.split()
-    assert len(image) == 1, image
-    system.run("unmkinitramfs", image[0], dest)
-    return system.root / dest.lstrip("/")
-
-
-def read_all(tree: Path, name: str) -> str:
-    return "".join(p.read_text() for p in sorted(tree.rglob(name)) if p.is_file())
-
-
-def test_install_remove_purge_boot_files(kernel_chroot: chroot.Chroot, built: Path) -> None:
-    system = kernel_chroot
-    before = system.files()
-    assert system.run("sh", "-c", GRUB_SETTINGS).stdout == "quiet"
-    deb = system.copy_in(built / "gpupass-aurora-z.deb")
-
-    # Install: one initramfs rebuild, through the trigger.
-    installed = system.run("apt-get", "install", "-y", deb)
-    assert installed.stdout.count("Processing triggers for initramfs-tools") == 1, installed.stdout
-    assert system.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {GRUB_ARGS}"
-    assert (system.root / "run/reboot-required").exists()
-    listing = system.run("sh", "-c", "lsinitramfs /boot/initrd.img-*").stdout.splitlines()
-    assert any(line.endswith("/vfio-pci.ko") for line in listing), "vfio-pci.ko is not in the initramfs"
-    tree = initramfs(system, "/tmp/initrd-installed")
-    modprobe = read_all(tree, "gpupass-aurora-z.conf")
-    assert "options vfio-pci ids=10de:25a2,10de:2291" in modprobe
-    assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
-    assert {"vfio", "vfio_iommu_type1", "vfio_pci"} <= set(read_all(tree, "modules").split())
-
-    # Remove: the next boot gives the GPU back to the host.
-    removed = system.run("apt-get", "remove", "-y", "gpupass-aurora-z")
-    assert removed.stdout.count("Processing triggers for initramfs-tools") == 1, removed.stdout
-    assert (system.root / "etc/default/grub.d/gpupass-aurora-z.cfg").exists(), "a conffile stays until purge"
-    assert system.run("sh", "-c", GRUB_SETTINGS).stdout == "quiet"
-    assert not (system.root / "usr/lib/modprobe.d/gpupass-aurora-z.conf").exists()
-    tree = initramfs(system, "/tmp/initrd-removed")
-    assert read_all(tree, "gpupass-aurora-z.conf") == ""
-    assert "vfio" not in read_all(tree, "modules")
-    assert "vfio-pci" not in read_all(tree, "*.conf")
-
-    # Purge: not a file of the package is left.
-    system.run("apt-get", "purge", "-y", "gpupass-aurora-z")
-    system.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
-    assert system.files() ^ before == set()
-
-
 def test_postinst_says_how_to_let_apparmor_read_the_drop_in(plain_chroot: chroot.Chroot, built: Path) -> None:
     """With Debian 12's libvirt abstraction (no libvirt-qemu.d include), the user is told the one line to add."""
     abstraction = plain_chroot.root / "etc/apparmor.d/abstractions/libvirt-qemu"
@@ -210,7 +137,14 @@ def test_postinst_says_how_to_let_apparmor_read_the_drop_in(plain_chroot: chroot
     assert (
         "    echo 'include if exists <abstractions/libvirt-qemu.d>' >> /etc/apparmor.d/local/abstractions/libvirt-qemu"
     ) in result.stderr
+    # Nor once the admin has added the line to the local file.
+    local = plain_chroot.root / "etc/apparmor.d/local/abstractions/libvirt-qemu"
+    local.parent.mkdir(parents=True)
+    local.write_text("include if exists <abstractions/libvirt-qemu.d>\n")
+    result = plain_chroot.run("apt-get", "install", "-y", "--reinstall", deb)
+    assert "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/" not in result.stderr
     # A libvirt whose abstraction reads the directory gets no such notice.
+    local.write_text("")
     abstraction.write_text("  include if exists <abstractions/libvirt-qemu.d>\n")
     result = plain_chroot.run("apt-get", "install", "-y", "--reinstall", deb)
     assert "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/" not in result.stderr

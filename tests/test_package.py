@@ -34,12 +34,15 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/share/gpupass/ssdt-battery.aml",
         "/usr/share/gpupass/domain.xml",
         "/usr/share/gpupass/models/aurora-z.toml",
-        "/lib/systemd/system/gpupass-vbios.service",
+        "/usr/lib/systemd/system/gpupass-vbios.service",
+        "/usr/lib/dracut/dracut.conf.d/gpupass-aurora-z.conf",
         "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
         "/usr/bin/gpupass",
         "/usr/lib/python3/dist-packages/gpupass/cli.py",
     ):
         assert path in shipped, path
+    # Merged /usr: nothing in the aliased top-level directories.
+    assert [p for p in shipped if p.split("/")[1] in ("lib", "lib64", "bin", "sbin")] == []
 
 
 def test_shipped_artifacts_are_the_golden_files(built: Path, tmp_path: Path) -> None:
@@ -64,6 +67,8 @@ def test_control_fields(built: Path) -> None:
     assert "Description: dGPU passthrough setup for the MECHREVO Aurora Z\n" in fields
     depends = next(line for line in fields.splitlines() if line.startswith("Depends:"))
     assert depends == "Depends: python3:any (>= 3.11~)"
+    recommends = next(line for line in fields.splitlines() if line.startswith("Recommends:"))
+    assert recommends == "Recommends: libvirt-daemon-system, qemu-system-x86, ovmf, python3-libvirt"
 
 
 def test_conffiles_are_only_under_etc(built: Path, tmp_path: Path) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import re
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from gpupass import model
+from gpupass import cli, model
 from gpupass.build import render
 
 from . import vm_smoke
-from .conftest import MODELS
+from .conftest import MODELS, ROOT
 from .libvirt import Daemon
 
 pytestmark = pytest.mark.vm
@@ -103,6 +104,60 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     battery = report.supply_of_type("Battery")
     assert (battery.get("present"), battery.get("status"), battery.get("capacity")) == ("1", "Full", "100"), printed
     assert report.supply_of_type("Mains").get("online") == "1", printed
+    assert report.dmi == {"sys_vendor": loaded.smbios.manufacturer, "product_name": loaded.smbios.product}, printed
+
+
+def test_vm_define_boots_with_the_users_disk_and_iso(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gpupass vm define`` (disk created, installer ISO as a CD-ROM), then ``virsh start``.
+
+    The package's domain goes through the same TCG changes as above before gpupass sees it;
+    vm define puts back the disk they strip, with the ISO, and the guest still finds the
+    battery and the laptop's SMBIOS strings.
+    """
+    model_file = ROOT / "models" / "aurora-z.toml"
+    loaded = model.load(model_file, "models/aurora-z.toml")
+    files = render.render_all(loaded)
+    aml = tmp_path / "ssdt-battery.aml"
+    aml.write_bytes(files[AML])
+    initrd = tmp_path / "initramfs.cpio"
+    initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
+    serial_log = tmp_path / "serial.log"
+    template = tmp_path / "domain.xml"
+    template.write_bytes(
+        vm_smoke.smoke_domain(
+            files[DOMAIN],
+            kernel=guest_kernel.vmlinuz,
+            initrd=initrd,
+            aml=aml,
+            serial_log=serial_log,
+            memory_mib=vm_smoke.guest_memory_mib(loaded.vm.memory_mib),
+        )
+    )
+    iso = tmp_path / "Win11.iso"
+    iso.write_bytes(b"\0" * 2048)
+    name = "win11-defined"
+    argv = ["vm", "--model", str(model_file), "--connect", libvirtd.uri, "define", name]
+    argv += ["--disk-size", "1", "--iso", str(iso), "--domain-xml", str(template), "--images", str(tmp_path)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.endswith(f"{name}: defined (start it with: virsh start {name})\n")
+    dumped = ET.fromstring(libvirtd.virsh("dumpxml", "--inactive", name).stdout)
+    sources = {d.get("device"): d.find("source").get("file") for d in dumped.iterfind("devices/disk")}
+    assert sources == {"disk": str(tmp_path / f"{name}.qcow2"), "cdrom": str(iso)}
+
+    boot = Boot(libvirtd, name, serial_log)
+    try:
+        seconds = boot.run(BOOT_TIMEOUT)
+    finally:
+        libvirtd.virsh("destroy", name, check=False)
+        libvirtd.virsh("undefine", "--nvram", name, check=False)
+    print(f"\n{name}: booted and powered off in {seconds:.1f} s")
+    report = vm_smoke.parse_report(boot.serial())
+    printed = "\n".join(report.lines)
+    assert f"{vm_smoke.MARK} done" in report.lines, f"the guest's /init did not finish\n{boot.logs()}"
+    battery = report.supply_of_type("Battery")
+    assert (battery.get("present"), battery.get("status"), battery.get("capacity")) == ("1", "Full", "100"), printed
     assert report.dmi == {"sys_vendor": loaded.smbios.manufacturer, "product_name": loaded.smbios.product}, printed
 
 

@@ -1,7 +1,7 @@
 """The ``gpupass`` command (also ``python -m gpupass``).
 
 Maintainer steps, run from the source tree: models, validate, preview, render,
-build-deb, build-source. Laptop steps, run from the installed package: check, probe, vbios.
+build-deb, build-source. Laptop steps, run from the installed package: check, probe, vbios, vm.
 """
 
 from __future__ import annotations
@@ -138,6 +138,13 @@ def cmd_vbios(args: argparse.Namespace) -> int:
     return vbios.cli(args.vbios_args, m, paths.VBIOS_ROM)
 
 
+def cmd_vm(args: argparse.Namespace) -> int:
+    from .laptop import vm
+
+    m = load_model(args.model)[0] if args.model else installed_model()
+    return vm.cli(args, m)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpupass", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"gpupass {__version__}")
@@ -179,6 +186,25 @@ def parser() -> argparse.ArgumentParser:
     sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check FILE | import FILE")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("vbios_args", nargs=argparse.REMAINDER, metavar="extract | check FILE | import FILE")
+    sp = add("vm", cmd_vm, "put the passthrough pieces into a libvirt domain: define | attach | detach")
+    sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
+    sp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")
+    vm_commands = sp.add_subparsers(dest="vm_command", required=True, metavar="define | attach | detach")
+    vp = vm_commands.add_parser("define", help="define the model's domain with your disk and installer ISO")
+    vp.add_argument("name", nargs="?", help="domain name (default: the model's vm.name)")
+    disk = vp.add_mutually_exclusive_group()
+    disk.add_argument("--disk", metavar="PATH", help="an existing disk image")
+    disk.add_argument("--disk-size", metavar="GiB", type=int, help="create a qcow2 disk of this size")
+    vp.add_argument("--iso", metavar="FILE", help="the Windows installer ISO, as a CD-ROM")
+    vp.add_argument("--domain-xml", default=str(paths.INSTALLED_DOMAIN), help=argparse.SUPPRESS)
+    vp.add_argument("--images", default="/var/lib/libvirt/images", help=argparse.SUPPRESS)
+    for name, what in (
+        ("attach", "add exactly what passthrough needs to an existing domain (shut off)"),
+        ("detach", "remove exactly what attach added"),
+    ):
+        vp = vm_commands.add_parser(name, help=what, description=what)
+        vp.add_argument("name", help="the libvirt domain")
+        vp.add_argument("--dry-run", action="store_true", help="print the change as a unified diff, change nothing")
     return p
 
 

@@ -27,10 +27,15 @@ from .. import __version__, paths
 from ..errors import GpupassError, ToolError
 from ..model import Model
 from . import preinst, tools
+from .artifacts import grub
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")
 BUILD_DEPENDS = ("dh-python", "python3-setuptools", "acpica-tools", "python3-jinja2", "python3-sh")
+# What the laptop needs to run the VM, by names that exist on Debian 12/13 and Ubuntu
+# 24.04/26.04 (on 26.04 "ovmf" is a metapackage over ovmf-generic); python3-libvirt for
+# `gpupass vm`. Recommends: apt installs them by default, an image builder may leave them out.
+RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
 # Lines of debian/ that name the package get it in place of "package".
 OVERLAY_PREFIX = "package."
 # A placeholder that cannot be mistaken for a real address; set DEBFULLNAME and DEBEMAIL
@@ -137,6 +142,7 @@ def overlay_debian(model: Model, debian: Path) -> None:
         "#PACKAGE#": model.package,
         "#GPU_IDS#": ", ".join(model.gpu.ids),
         "#GPU_ID#": model.gpu_function.id,
+        "#KERNEL_ARGS#": " ".join(grub.kernel_args(model)),
         "#PREFLIGHT_PROGRAM#": preinst.program(model).rstrip("\n"),
     }
     for src in sorted(paths.DEBIAN_DIR.rglob("*")):
@@ -165,6 +171,7 @@ def fix_control(text: str) -> str:
     text = re.sub(r"debhelper \(>= \d+\)", "debhelper-compat (= 13)", text)
     # The preinst runs the pre-flight checks with python3 before anything is unpacked.
     text = re.sub(r"^(Depends: .*\n)", r"Pre-Depends: python3:any\n\1", text, flags=re.M)
+    text = re.sub(r"^(Depends: .*\n)", rf"\1Recommends: {', '.join(RECOMMENDS)}\n", text, flags=re.M)
     text = re.sub(r"\n \.\n*\Z", "\n", text)
     return text
 

@@ -16,9 +16,9 @@ import jinja2
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from .artifacts import apparmor, domain, grub, initramfs, modelfile, modprobe, ssdt, systemd
+from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, ssdt, systemd
 
-ARTIFACTS = (grub, modprobe, initramfs, domain, ssdt, systemd, apparmor, modelfile)
+ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, systemd, apparmor, modelfile)
 
 
 class Templates:

@@ -7,4 +7,4 @@ from ...model import Model
 
 
 def render(model: Model, templates) -> dict[str, bytes]:
-    return {f"lib/systemd/system/{paths.VBIOS_UNIT}": templates.render("gpupass-vbios.service.j2", model)}
+    return {f"usr/lib/systemd/system/{paths.VBIOS_UNIT}": templates.render("gpupass-vbios.service.j2", model)}

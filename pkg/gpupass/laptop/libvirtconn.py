@@ -1,0 +1,94 @@
+"""The one place that talks to libvirt, through its Python API (Debian's python3-libvirt).
+
+Every libvirt error becomes a GpupassError with libvirt's own message; nothing here parses
+virsh output. python3-libvirt is a Recommends of the package (the laptop has libvirt
+anyway), so its absence is a message with the package to install, not a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import GpupassError
+
+DEFAULT_URI = "qemu:///system"
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise GpupassError(
+            "libvirt's Python API is not installed (import libvirt failed)", hint="install python3-libvirt"
+        ) from None
+    # libvirt prints every error to stderr itself unless a handler takes them; they reach
+    # the user once, as the GpupassError raised below.
+    libvirt.registerErrorHandler(lambda _ctx, _error: None, None)
+    return libvirt
+
+
+def _message(error: Exception) -> str:
+    get = getattr(error, "get_error_message", None)
+    return (get() if get else None) or str(error)
+
+
+def connect(uri: str | None = None) -> Any:
+    libvirt = _libvirt()
+    uri = uri or DEFAULT_URI
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise GpupassError(
+            f"cannot connect to libvirt at {uri}: {_message(e)}",
+            hint="run as root (sudo), or as a member of the libvirt group",
+        ) from None
+
+
+def version(conn: Any) -> int:
+    """The daemon's libvirt version as major * 1000000 + minor * 1000 + micro."""
+    return conn.getLibVersion()
+
+
+def host_cpus(conn: Any) -> tuple[int, ...]:
+    """The host's online CPUs, as the libvirt host sees them."""
+    _count, online, _online_count = conn.getCPUMap()
+    return tuple(cpu for cpu, up in enumerate(online) if up)
+
+
+def exists(conn: Any, name: str) -> bool:
+    libvirt = _libvirt()
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def lookup(conn: Any, name: str) -> Any:
+    libvirt = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        known = ", ".join(sorted(d.name() for d in conn.listAllDomains())) or "none"
+        raise GpupassError(
+            f"no domain named {name} (domains: {known})", hint="gpupass vm define creates one from the model"
+        ) from None
+
+
+def is_active(domain: Any) -> bool:
+    return bool(domain.isActive())
+
+
+def inactive_xml(domain: Any) -> str:
+    """The persistent definition, secrets included (VNC passwords): redefining it must not lose them."""
+    libvirt = _libvirt()
+    return domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def define(conn: Any, xml: str) -> Any:
+    """Define (or redefine) a domain; libvirt checks it against its schema first."""
+    libvirt = _libvirt()
+    try:
+        return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    except libvirt.libvirtError as e:
+        raise GpupassError(f"libvirt refused the domain: {_message(e)}") from None

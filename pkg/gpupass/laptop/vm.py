@@ -1,0 +1,601 @@
+"""The passthrough pieces of a libvirt domain: put them into a user's domain, take them out.
+
+``gpupass vm attach`` adds to an existing domain exactly what passthrough needs and leaves
+the rest as it was; ``gpupass vm detach`` takes out exactly that; ``gpupass vm define``
+defines the package's own domain with the user's disk. Each *piece* is one function of
+(editor, context) that finds-or-creates its elements through ``xmledit``: run on a scratch
+copy it says what is missing (``missing_pieces``, for ``gpupass doctor``), run for real it
+makes the change and journals it in the domain's ``<metadata>``.
+
+Standard library only; libvirt itself is reached through ``libvirtconn`` (laptop side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import paths
+from ..errors import GpupassError
+from ..model import Model, PciFunction
+from . import xmledit
+from .xmledit import Editor, quote
+
+# libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
+# the file; older releases take the table only as a QEMU argument (-acpitable).
+NATIVE_ACPI_TABLE_VERSION = 11_002_000
+PORT_ALIAS = "ua-gpupass-port"
+PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
+MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
+# The same test model.py applies to the model's own OVMF paths.
+SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
+SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
+IMAGES_DIR = Path("/var/lib/libvirt/images")
+BACKUP_DIR = paths.STATE_DIR / "domains"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a piece needs besides the model: facts about the libvirt host."""
+
+    model: Model
+    native_acpi_table: bool = False
+    host_cpus: tuple[int, ...] = ()  # empty: unknown, no emulator pinning
+    vbios: str = str(paths.VBIOS_ROM)
+    aml: str = str(paths.INSTALLED_AML)
+    notices: list[str] = field(default_factory=list)
+
+
+def cpuset(cpus: Iterable[int]) -> str:
+    """CPUs as libvirt writes a cpuset (0-3,8), so a second attach finds it unchanged."""
+    ordered = sorted(set(cpus))
+    runs: list[list[int]] = []
+    for cpu in ordered:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def parse_cpuset(text: str) -> tuple[int, ...]:
+    """'0-3,8' -> (0, 1, 2, 3, 8), as in /sys/devices/system/cpu/online."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    return tuple(cpus)
+
+
+def vcpu_pins(model: Model, vcpus: int) -> tuple[int, ...]:
+    """The host CPU of each of the domain's vCPUs: the performance CPUs, in the model's order."""
+    available = model.cpu.performance_cpus
+    if vcpus > len(available):
+        raise GpupassError(
+            f"the domain has {vcpus} vCPUs, the model has {len(available)} performance CPUs"
+            f" ({cpuset(available)}) to pin them to",
+            hint=f"give the domain at most {len(available)} vCPUs (virsh setvcpus NAME {len(available)}"
+            " --config --maximum), then attach again",
+        )
+    return available[:vcpus]
+
+
+def emulator_cpus(model: Model, vcpus: int, host_cpus: Iterable[int]) -> tuple[int, ...]:
+    """Where QEMU's own threads go: the host's CPUs the vCPUs do not use (hybrid Intel: the E-cores)."""
+    used = set(vcpu_pins(model, vcpus))
+    return tuple(sorted(set(host_cpus) - used))
+
+
+def domain_vcpus(root: ET.Element) -> int:
+    vcpu = root.find("vcpu")
+    return int(vcpu.text.strip()) if vcpu is not None and vcpu.text else 1
+
+
+# The pieces ---------------------------------------------------------------------------
+
+
+def hostdev_path(function: PciFunction) -> str:
+    domain, bus, slot, fn = function.pci_parts
+    source = "source/address/@"
+    return (
+        "devices/hostdev[@mode='subsystem'][@type='pci']"
+        f"[{source}domain='0x{domain:04x}'][{source}bus='0x{bus:02x}']"
+        f"[{source}slot='0x{slot:02x}'][{source}function='0x{fn:x}']"
+    )
+
+
+def alias(function: PciFunction) -> str:
+    """A user alias (libvirt keeps ``ua-`` aliases) that <qemu:override> names the device by."""
+    return "ua-gpupass-" + re.sub(r"[:.]", "-", function.address)
+
+
+def subsystem_id(function: PciFunction) -> str:
+    """The function's PCI subsystem vendor:device id, '' when the model does not know it."""
+    return getattr(function, "subsystem_id", "") or ""
+
+
+def _guest_bus(editor: Editor, ctx: Context) -> int:
+    """The guest bus (a pcie-root-port) for the functions' one slot.
+
+    Where the GPU already sits on slot 0 of a root port (put there by the user or by
+    virt-manager), the others join it; else a root port of gpupass's own, named by alias.
+    """
+    root = editor.root
+    controllers = root.findall("devices/controller[@type='pci']")
+    ports = {c.get("index"): c for c in controllers if c.get("model") == "pcie-root-port"}
+    gpu = xmledit.find(root, hostdev_path(ctx.model.gpu_function) + "/address[@type='pci']")
+    if gpu is not None and gpu.get("slot") == "0x00" and gpu.get("bus"):
+        bus = int(gpu.get("bus", "0"), 16)
+        if str(bus) in ports and ports[str(bus)].find(f"alias[@name='{PORT_ALIAS}']") is None:
+            return bus
+    path = PORT_PATH
+    port = xmledit.find(root, path)
+    if port is None:
+        index = max((int(c.get("index", "0")) for c in controllers), default=0) + 1
+        port = editor.ensure(
+            path, before=("filesystem", "interface", "smartcard", "serial", "console", "channel", "input", "graphics")
+        )
+        port.set("index", str(index))
+    return int(port.get("index", "0"))
+
+
+def piece_hostdevs(editor: Editor, ctx: Context) -> None:
+    bus = _guest_bus(editor, ctx)
+    for number, function in enumerate(ctx.model.gpu.functions):
+        path = hostdev_path(function)
+        hostdev = editor.ensure(path, before=("redirdev", "watchdog", "memballoon", "rng", "panic"))
+        editor.set(hostdev, path, "managed", "yes")
+        if function.role == "gpu":
+            rom = editor.ensure(f"{path}/rom")
+            editor.set(rom, f"{path}/rom", "bar", "on")
+            editor.set(rom, f"{path}/rom", "file", ctx.vbios)
+        if subsystem_id(function):
+            name = editor.ensure(f"{path}/alias")
+            editor.set(name, f"{path}/alias", "name", alias(function))
+        address_path = f"{path}/address[@type='pci']"
+        address = editor.ensure(address_path)
+        wanted = {"domain": "0x0000", "bus": f"0x{bus:02x}", "slot": "0x00", "function": f"0x{number:x}"}
+        for attr, value in wanted.items():
+            editor.set(address, address_path, attr, value)
+        editor.set(address, address_path, "multifunction", "on" if number == 0 else None)
+
+
+def piece_subsystem_ids(editor: Editor, ctx: Context) -> None:
+    for function in ctx.model.gpu.functions:
+        sub = subsystem_id(function)
+        if not sub:
+            continue
+        vendor, _, device = sub.partition(":")
+        device_path = f"qemu:override/qemu:device[@alias='{alias(function)}']/qemu:frontend"
+        for name, value in (("x-pci-sub-vendor-id", vendor), ("x-pci-sub-device-id", device)):
+            path = f"{device_path}/qemu:property[@name='{name}']"
+            prop = editor.ensure(path)
+            editor.set(prop, path, "type", "unsigned")
+            # Decimal: libvirt (9.0 at least) refuses value='0x1d05' for type='unsigned'
+            # ("invalid value '0x1d05' of 'value' attribute of 'qemu:property'").
+            editor.set(prop, path, "value", str(int(value, 16)))
+
+
+def piece_mmio_window(editor: Editor, ctx: Context) -> None:
+    value = f"{MMIO_OPTION},string={ctx.model.gpu.mmio64_mb}"
+    for arg in editor.root.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES):
+        if arg.get("value", "").startswith(MMIO_OPTION + ",") and arg.get("value") != value:
+            # The user's own window, made the model's size. The journal finds the argument
+            # by the value it will have when undone, the new one.
+            editor.set(arg, f"qemu:commandline/qemu:arg[@value='{quote(value)}']", "value", value)
+            return
+    editor.add_pair("qemu:commandline", "qemu:arg", "-fw_cfg", value)
+
+
+def _acpi_table_paths(ctx: Context) -> tuple[str, str]:
+    return f"os/acpi/table[@type='raw'][.='{quote(ctx.aml)}']", f"file={ctx.aml}"
+
+
+def piece_battery_table(editor: Editor, ctx: Context) -> None:
+    native, argument = _acpi_table_paths(ctx)
+    commandline = editor.root.find("qemu:commandline", xmledit.NAMESPACES)
+    if xmledit.find(editor.root, native) is not None:
+        return
+    if commandline is not None and editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) is not None:
+        return
+    if ctx.native_acpi_table:
+        editor.ensure("os/acpi", container=True, before=("boot", "bootmenu", "smbios", "bios"))
+        editor.ensure(native)
+    else:
+        editor.add_pair("qemu:commandline", "qemu:arg", "-acpitable", argument)
+
+
+def piece_smbios(editor: Editor, ctx: Context) -> None:
+    editor.ensure("sysinfo[@type='smbios']", container=True, before=("bootloader", "os"))
+    for name in SMBIOS_FIELDS:
+        path = f"sysinfo[@type='smbios']/system/entry[@name='{name}']"
+        editor.set_text(editor.ensure(path), path, getattr(ctx.model.smbios, name))
+    smbios = editor.ensure("os/smbios")
+    editor.set(smbios, "os/smbios", "mode", "sysinfo")
+
+
+def secure_boot(root: ET.Element) -> str:
+    """Why the domain boots a Secure Boot firmware, or '' if it does not."""
+    os_ = root.find("os")
+    if os_ is None:
+        return ""
+    loader = os_.find("loader")
+    nvram = os_.find("nvram")
+    if loader is not None and loader.get("secure") == "yes":
+        return f"its loader has secure='yes' ({(loader.text or '').strip() or 'no file'})"
+    if loader is not None and SECURE_BOOT_FILE.search(loader.text or ""):
+        return f"its loader {(loader.text or '').strip()} is a Secure Boot build"
+    if nvram is not None and SECURE_BOOT_FILE.search(nvram.get("template", "")):
+        return f"its NVRAM template {nvram.get('template')} enrolls Secure Boot keys"
+    if os_.get("firmware") == "efi":
+        for feature in os_.iterfind("firmware/feature"):
+            if feature.get("name") == "secure-boot":
+                return "" if feature.get("enabled") == "no" else "firmware autoselection asks for secure-boot"
+        # Without a secure-boot feature, libvirt takes the first matching firmware
+        # descriptor, and Debian's and Ubuntu's first one is Secure Boot with Microsoft's keys.
+        return "firmware autoselection may pick a Secure Boot firmware (it did not exclude secure-boot)"
+    return ""
+
+
+def piece_firmware(editor: Editor, ctx: Context) -> None:
+    why = secure_boot(editor.root)
+    if not why:
+        return
+    vm = ctx.model.vm
+    editor.set(editor.ensure("os", container=True), "os", "firmware", None)
+    editor.remove("os/firmware")
+    loader = editor.ensure("os/loader", before=("nvram", "boot", "smbios"))
+    for attr, value in (("readonly", "yes"), ("secure", "no"), ("type", "pflash")):
+        editor.set(loader, "os/loader", attr, value)
+    editor.set_text(loader, "os/loader", vm.ovmf_code)
+    nvram = editor.ensure("os/nvram", before=("boot", "smbios"))
+    editor.set(nvram, "os/nvram", "template", vm.ovmf_vars)
+    ctx.notices.append(
+        f"Secure Boot firmware switched to {vm.ovmf_code}: {why}, and Secure Boot refuses the guest's"
+        " unsigned NVIDIA kernel module"
+    )
+
+
+def piece_hidden_kvm(editor: Editor, ctx: Context) -> None:
+    for tag in ("acpi", "apic"):
+        editor.ensure(f"features/{tag}")
+    hidden = editor.ensure("features/kvm/hidden")
+    editor.set(hidden, "features/kvm/hidden", "state", "on")
+
+
+def piece_hyperv_vendor_id(editor: Editor, ctx: Context) -> None:
+    path = "features/hyperv/vendor_id"
+    vendor = editor.ensure(path)
+    editor.set(vendor, path, "state", "on")
+    editor.set(vendor, path, "value", ctx.model.vm.hyperv_vendor_id)
+
+
+def piece_vcpu_pinning(editor: Editor, ctx: Context) -> None:
+    editor.ensure("cputune", container=True, before=("numatune", "resource", "sysinfo", "bootloader", "os"))
+    for vcpu, cpu in enumerate(vcpu_pins(ctx.model, domain_vcpus(editor.root))):
+        path = f"cputune/vcpupin[@vcpu='{vcpu}']"
+        editor.set(editor.ensure(path, before=("emulatorpin",)), path, "cpuset", str(cpu))
+
+
+def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
+    cpus = emulator_cpus(ctx.model, domain_vcpus(editor.root), ctx.host_cpus)
+    if not cpus:
+        return  # the host has no CPU the vCPUs leave free (or it is unknown): QEMU floats
+    pin = editor.ensure("cputune/emulatorpin")
+    editor.set(pin, "cputune/emulatorpin", "cpuset", cpuset(cpus))
+
+
+Piece = Callable[[Editor, Context], None]
+# (name in messages, function), in the order attach applies them.
+PIECES: tuple[tuple[str, Piece], ...] = (
+    ("hostdevs (one multifunction guest slot, vBIOS rom)", piece_hostdevs),
+    ("PCI subsystem ids", piece_subsystem_ids),
+    ("64-bit MMIO window", piece_mmio_window),
+    ("battery table", piece_battery_table),
+    ("SMBIOS sysinfo", piece_smbios),
+    ("firmware without Secure Boot", piece_firmware),
+    ("hidden KVM", piece_hidden_kvm),
+    ("Hyper-V vendor id", piece_hyperv_vendor_id),
+    ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
+    ("emulator pinning to the other CPUs", piece_emulator_pinning),
+)
+
+
+def apply(root: ET.Element, ctx: Context) -> Editor:
+    editor = Editor(root, owner=ctx.model.package)
+    for _name, piece in PIECES:
+        piece(editor, ctx)
+    return editor
+
+
+def missing_pieces(domain_xml: str, model: Model, host_cpus: Iterable[int] = ()) -> list[str]:
+    """One line per passthrough piece the domain lacks or has wrong; [] when all are there.
+
+    Each piece is run on a scratch copy; what it would change is what is missing. The
+    battery table counts in either form (native element or QEMU argument); emulator
+    pinning is checked only when ``host_cpus`` is given.
+    """
+    lines = []
+    for name, piece in PIECES:
+        ctx = Context(model, host_cpus=tuple(host_cpus))
+        editor = Editor(xmledit.parse(domain_xml), owner=model.package)
+        try:
+            piece(editor, ctx)
+        except GpupassError as e:
+            lines.append(f"{name}: {'; '.join(e.problems)}")
+            continue
+        if editor.changes:
+            lines.append(f"{name}: {_readable('; '.join(editor.changes), model)}")
+    return lines
+
+
+def _readable(text: str, model: Model) -> str:
+    """Paths in words where they are long: a hostdev by its host address."""
+    for function in model.gpu.functions:
+        text = text.replace(hostdev_path(function), f"hostdev {function.address}")
+    return text.replace(PORT_PATH, "a pcie-root-port for them")
+
+
+# Against libvirt ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What attach/detach did (or with --dry-run, would do) to one domain."""
+
+    name: str
+    diff: str
+    notices: tuple[str, ...] = ()
+    backup: Path | None = None
+    defined: bool = False
+
+    def lines(self, verb: str, dry_run: bool) -> list[str]:
+        out = [self.diff.rstrip("\n")] if self.diff else []
+        out += [f"note: {n}" for n in self.notices]
+        if not self.diff:
+            out.append(f"{self.name}: nothing to change")
+        elif dry_run:
+            out.append(f"{self.name}: dry run, nothing changed")
+        else:
+            out.append(f"{self.name}: {verb}; the previous definition is kept in {self.backup}")
+        return out
+
+
+def diff(name: str, before: str, after: str, verb: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{name} (as defined)",
+            tofile=f"{name} (after gpupass vm {verb})",
+        )
+    )
+
+
+def _edit(
+    conn, name: str, verb: str, change: Callable[[ET.Element], list[str]], dry_run: bool, backup_dir: Path
+) -> Outcome:
+    from . import libvirtconn
+
+    domain = libvirtconn.lookup(conn, name)
+    if not dry_run and libvirtconn.is_active(domain):
+        raise GpupassError(
+            f"{name} is running; gpupass changes only a domain that is shut off",
+            hint=f"shut it down first (virsh shutdown {name}), or see the change with --dry-run",
+        )
+    original = libvirtconn.inactive_xml(domain)
+    root = xmledit.parse(original)
+    notices = change(root)
+    before, after = xmledit.to_text(xmledit.parse(original)), xmledit.to_text(root)
+    if before == after:
+        return Outcome(name, "", tuple(notices))
+    text = diff(name, before, after, verb)
+    if dry_run:
+        return Outcome(name, text, tuple(notices))
+    backup = store_backup(backup_dir, name, original)
+    libvirtconn.define(conn, after)
+    return Outcome(name, text, tuple(notices), backup, defined=True)
+
+
+def store_backup(backup_dir: Path, name: str, xml: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = backup_dir / f"{name}.{stamp}.xml"
+    number = 1
+    while path.exists():
+        number += 1
+        path = backup_dir / f"{name}.{stamp}.{number}.xml"
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(xml, encoding="utf-8")
+    except OSError as e:
+        raise GpupassError(f"cannot keep the old definition in {path}: {e.strerror}") from None
+    return path
+
+
+def attach(
+    conn,
+    name: str,
+    model: Model,
+    *,
+    dry_run: bool = False,
+    host_cpus: Iterable[int] | None = None,
+    backup_dir: Path = BACKUP_DIR,
+) -> Outcome:
+    from . import libvirtconn
+
+    ctx = Context(
+        model,
+        native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
+        host_cpus=tuple(libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus),
+    )
+
+    def change(root: ET.Element) -> list[str]:
+        apply(root, ctx)
+        return ctx.notices
+
+    return _edit(conn, name, "attach", change, dry_run, backup_dir)
+
+
+def detach(conn, name: str, *, dry_run: bool = False, backup_dir: Path = BACKUP_DIR) -> Outcome:
+    def change(root: ET.Element) -> list[str]:
+        editor = Editor(root)
+        if not editor.journaled:
+            return [f"{name} holds nothing gpupass vm attach added"]
+        editor.undo()
+        return []
+
+    return _edit(conn, name, "detach", change, dry_run, backup_dir)
+
+
+# vm define ----------------------------------------------------------------------------
+
+
+def create_disk(path: Path, size_gib: int) -> None:
+    if path.exists():
+        raise GpupassError(f"{path} exists already; not overwriting it", hint=f"use it with --disk {path}")
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise GpupassError("qemu-img not found", hint="install qemu-utils")
+    command = [qemu_img, "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise GpupassError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def define_xml(
+    template: str,
+    model: Model,
+    *,
+    name: str,
+    disk: Path,
+    iso: Path | None = None,
+    native_acpi_table: bool = False,
+    host_cpus: Iterable[int] = (),
+) -> str:
+    """The package's domain with the user's name, disk and installer ISO."""
+    root = xmledit.parse(template)
+    editor = Editor(root, journal=False)  # the package's own domain: nothing to undo
+    editor.set_text(editor.ensure("name"), "name", name)
+    disk_path = "devices/disk[@type='file'][@device='disk']"
+    disk_element = xmledit.find(root, disk_path)
+    if disk_element is None:
+        disk_element = editor.ensure(disk_path, before=("controller", "interface", "graphics"))
+        ET.SubElement(disk_element, "driver", name="qemu", type="qcow2", discard="unmap")
+        ET.SubElement(disk_element, "target", dev="vda", bus="virtio")
+    editor.ensure(f"{disk_path}/source").set("file", str(disk))
+    if iso is not None:
+        cdrom = editor.ensure(
+            "devices/disk[@type='file'][@device='cdrom']", before=("controller", "interface", "graphics")
+        )
+        ET.SubElement(cdrom, "driver", name="qemu", type="raw")
+        ET.SubElement(cdrom, "source", file=str(iso))
+        ET.SubElement(cdrom, "target", dev="sda", bus="sata")
+        ET.SubElement(cdrom, "readonly")
+        # An empty disk does not boot, so OVMF goes on to the installer.
+        editor.ensure("os/boot[@dev='cdrom']", before=("smbios",))
+    ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
+    if native_acpi_table:
+        commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
+        argument = _acpi_table_paths(ctx)[1]
+        pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
+        if commandline is not None and pair is not None:
+            children = list(commandline)
+            commandline.remove(children[children.index(pair) - 1])
+            commandline.remove(pair)
+        piece_battery_table(editor, ctx)
+    piece_emulator_pinning(editor, ctx)
+    return xmledit.to_text(root)
+
+
+def define(
+    conn,
+    model: Model,
+    *,
+    name: str | None = None,
+    disk: Path | None = None,
+    disk_size_gib: int | None = None,
+    iso: Path | None = None,
+    template: Path = paths.INSTALLED_DOMAIN,
+    images_dir: Path = IMAGES_DIR,
+    host_cpus: Iterable[int] | None = None,
+) -> list[str]:
+    from . import libvirtconn
+
+    name = name or model.vm.name
+    if libvirtconn.exists(conn, name):
+        raise GpupassError(
+            f"a domain named {name} exists already",
+            hint=f"choose another name, or add passthrough to it: gpupass vm attach {name}",
+        )
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GpupassError(f"{template}: cannot be read: {e.strerror}", hint=f"reinstall {model.package}") from None
+    if iso is not None and not iso.is_file():
+        raise GpupassError(f"{iso}: no such file (expected the Windows installer ISO)")
+    lines = []
+    if disk is None:
+        disk = images_dir / f"{name}.qcow2"
+        if disk_size_gib is not None:
+            create_disk(disk, disk_size_gib)
+            lines.append(f"{disk}: created, {disk_size_gib} GiB (qcow2)")
+        elif not disk.exists():
+            raise GpupassError(f"{disk}: no such disk image", hint="pass --disk PATH, or --disk-size GiB to create it")
+    elif not disk.exists():
+        raise GpupassError(f"{disk}: no such disk image", hint="pass an existing image, or --disk-size GiB instead")
+    xml = define_xml(
+        text,
+        model,
+        name=name,
+        disk=disk.resolve(),
+        iso=iso.resolve() if iso else None,
+        native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
+        host_cpus=libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus,
+    )
+    try:
+        libvirtconn.define(conn, xml)
+    except GpupassError:
+        if disk_size_gib is not None:
+            disk.unlink(missing_ok=True)  # created for this domain only
+        raise
+    lines.append(f"{name}: defined (start it with: virsh start {name})")
+    return lines
+
+
+# Command line -------------------------------------------------------------------------
+
+
+def cli(args: argparse.Namespace, model: Model) -> int:
+    """``gpupass vm define | attach | detach`` (arguments parsed by gpupass.cli)."""
+    from . import libvirtconn
+
+    conn = libvirtconn.connect(args.connect)
+    try:
+        if args.vm_command == "define":
+            lines = define(
+                conn,
+                model,
+                name=args.name,
+                disk=Path(args.disk) if args.disk else None,
+                disk_size_gib=args.disk_size,
+                iso=Path(args.iso) if args.iso else None,
+                template=Path(args.domain_xml),
+                images_dir=Path(args.images),
+            )
+        elif args.vm_command == "attach":
+            lines = attach(conn, args.name, model, dry_run=args.dry_run).lines("passthrough attached", args.dry_run)
+        else:
+            lines = detach(conn, args.name, dry_run=args.dry_run).lines("passthrough detached", args.dry_run)
+    finally:
+        conn.close()
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,221 @@
+"""The same .deb on every supported release: install, remove and purge with a real kernel and
+the release's own initramfs tool, GRUB's settings, libvirt's AppArmor abstraction and lintian.
+
+No Ubuntu archive is reachable from here: Debian 13 with dracut stands in for Ubuntu 26.04
+(dracut builds the initramfs there since 25.10), Debian 12 and 13 with initramfs-tools for
+Ubuntu 24.04 (see chroot.RELEASES).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from . import chroot
+
+pytestmark = pytest.mark.install
+
+GRUB_ARGS = "intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291"
+# Exactly how grub-mkconfig reads its settings.
+GRUB_SETTINGS = (
+    "if test -f /etc/default/grub; then . /etc/default/grub; fi; "
+    'for x in /etc/default/grub.d/*.cfg; do if [ -e "$x" ]; then . "$x"; fi; done; '
+    'printf %s "$GRUB_CMDLINE_LINUX_DEFAULT"'
+)
+MODPROBE = "usr/lib/modprobe.d/gpupass-aurora-z.conf"
+VFIO_MODULES = {"vfio", "vfio_iommu_type1", "vfio_pci"}
+# The line the postinst prints where libvirt's abstraction does not read the drop-in directory.
+APPARMOR_FIX = (
+    "    echo 'include if exists <abstractions/libvirt-qemu.d>' >> /etc/apparmor.d/local/abstractions/libvirt-qemu"
+)
+APPARMOR_NOTICE = "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/"
+# An older kernel next to the newest (its files only: the trigger does not rebuild its image).
+OLD_KERNEL = "6.1.0-0-amd64"
+
+
+@pytest.fixture(scope="session", params=chroot.releases(), ids=lambda r: r.name)
+def release_tarball(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A system of the release with a kernel, its initramfs tool, GRUB's common files, and
+    libvirt with AppArmor (whose abstraction decides the AppArmor notice)."""
+    release: chroot.Release = request.param
+    chroot.require_root_tools()
+    include = ("python3", release.initramfs, "linux-image-amd64", "grub2-common", "systemd")
+    include += ("libvirt-daemon-system", "apparmor", "lintian")
+    tarball = chroot.make_tarball(tmp_path_factory.mktemp(release.name), include=include, suite=release.suite)
+    return release, tarball
+
+
+@pytest.fixture
+def system(release_tarball, tmp_path: Path):
+    release, tarball = release_tarball
+    root = chroot.unpack(tarball, tmp_path / "root")
+    # What grub-pc's postinst does on a real system.
+    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
+    if release.initramfs == "dracut":
+        # Ubuntu 26.04's dracut builds hostonly images: only what this machine needs, and
+        # what the configuration forces.
+        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
+    return release, root
+
+
+def image_path(system: chroot.Chroot) -> str:
+    images = system.run("sh", "-c", "ls /boot/initrd.img-*").stdout.split()
+    assert len(images) == 1, images
+    return images[0]
+
+
+class Image:
+    """The initramfs the next boot would use, read with its own tool's listing."""
+
+    def __init__(self, system: chroot.Chroot, initramfs: str, scratch: str) -> None:
+        self.system, self.initramfs, self.path = system, initramfs, image_path(system)
+        if initramfs == "dracut":
+            self.listing = system.run("lsinitrd", self.path).stdout
+        else:
+            self.listing = system.run("lsinitramfs", self.path).stdout
+            system.run("unmkinitramfs", self.path, scratch)
+            self.tree = system.root / scratch.lstrip("/")
+
+    def has_module(self, name: str) -> bool:
+        return re.search(rf"/{re.escape(name)}\.ko(\.xz|\.zst|\.gz)?$", self.listing, re.M) is not None
+
+    def read(self, path: str) -> str:
+        """A file of the image ('' when it has none)."""
+        if self.initramfs == "dracut":
+            if not re.search(rf" {re.escape(path)}$", self.listing, re.M):
+                return ""
+            return self.system.run("lsinitrd", "-f", path, self.path).stdout
+        return "".join(p.read_text() for p in sorted(self.tree.glob(f"*/{path}")) + [self.tree / path] if p.is_file())
+
+    def early_modules(self) -> set[str]:
+        """The modules the initramfs loads before udev: conf/modules (initramfs-tools),
+        rd.driver.pre= (dracut's force_drivers)."""
+        if self.initramfs == "dracut":
+            text = self.read("etc/cmdline.d/20-force_drivers.conf")
+            return set(re.findall(r"rd\.driver\.pre=(\S+)", text))
+        return set(self.read("conf/modules").split())
+
+
+def apt(system: chroot.Chroot, *args: str) -> str:
+    """apt-get's output: with /dev mounted it runs dpkg on a pseudo-terminal, so what the
+    maintainer scripts print on stderr arrives on its stdout."""
+    with system.mounts():
+        result = system.run("apt-get", *args)
+    return result.stdout + result.stderr
+
+
+def triggers(output: str, release: chroot.Release) -> int:
+    return output.count(f"Processing triggers for {release.initramfs}")
+
+
+def test_install_remove_purge_boot_files(system, built: Path) -> None:
+    release, root = system
+    before = root.files()
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == "quiet"
+    deb = root.copy_in(built / "gpupass-aurora-z.deb")
+
+    # Install: one initramfs rebuild, through the trigger.
+    installed = apt(root, "install", "-y", "--no-install-recommends", deb)
+    assert triggers(installed, release) == 1, installed
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {GRUB_ARGS}"
+    image = Image(root, release.initramfs, "/tmp/initrd-installed")
+    assert image.has_module("vfio-pci"), "vfio-pci is not in the initramfs"
+    modprobe = image.read(MODPROBE)
+    assert "options vfio-pci ids=10de:25a2,10de:2291" in modprobe
+    assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
+    assert VFIO_MODULES <= image.early_modules()
+
+    # Remove: the next boot gives the GPU back to the host.
+    removed = apt(root, "remove", "-y", "gpupass-aurora-z")
+    assert triggers(removed, release) == 1, removed
+    assert (root.root / "etc/default/grub.d/gpupass-aurora-z.cfg").exists(), "a conffile stays until purge"
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == "quiet"
+    assert not (root.root / MODPROBE).exists()
+    image = Image(root, release.initramfs, "/tmp/initrd-removed")
+    assert image.read(MODPROBE) == ""
+    assert not VFIO_MODULES & image.early_modules()
+    assert "vfio-pci" not in modprobe_files(image)
+
+    # Purge: not a file of the package is left.
+    apt(root, "purge", "-y", "gpupass-aurora-z")
+    root.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
+    assert root.files() ^ before == set()
+
+
+def modprobe_files(image: Image) -> str:
+    names = re.findall(r" ((?:usr/)?lib/modprobe\.d/\S+\.conf|etc/modprobe\.d/\S+\.conf)$", image.listing, re.M)
+    return "".join(image.read(name) for name in sorted(set(names)))
+
+
+def test_older_kernels_are_named_with_the_command_that_rebuilds_them(system, built: Path) -> None:
+    release, root = system
+    for name in (f"vmlinuz-{OLD_KERNEL}", f"initrd.img-{OLD_KERNEL}"):
+        (root.root / "boot" / name).write_bytes(b"")
+    newest = newest_kernel(root)
+    rebuild = "dracut --regenerate-all --force" if release.initramfs == "dracut" else "update-initramfs -u -k all"
+    installed = apt(root, "install", "-y", "--no-install-recommends", root.copy_in(built / "gpupass-aurora-z.deb"))
+    assert (
+        f"gpupass: only the newest kernel's initramfs ({newest}) is rebuilt, and the next boot\n"
+        "  starts that kernel by default. The other installed kernels keep an initramfs without vfio"
+        f" (a GPU driver may take the GPU first) until: {rebuild}\n"
+    ) in installed
+
+
+def newest_kernel(root: chroot.Chroot) -> str:
+    return root.run("sh", "-c", "linux-version list | linux-version sort | tail -n 1").stdout.strip()
+
+
+def test_apparmor_notice_follows_the_installed_abstraction(system, built: Path) -> None:
+    """Debian 12's libvirt 9.0 does not read abstractions/libvirt-qemu.d: the exact line to add
+    is printed; Debian 13's 11.3 does: nothing is printed. Either way, apparmor_parser accepts
+    the abstraction with the drop-in (after the line is added where it was missing)."""
+    release, root = system
+    abstraction = (root.root / "etc/apparmor.d/abstractions/libvirt-qemu").read_text()
+    reads_drop_ins = "include if exists <abstractions/libvirt-qemu.d>" in abstraction
+    assert reads_drop_ins == (release.suite != "bookworm"), "the release's libvirt is not the one DESIGN.md says"
+    deb = root.copy_in(built / "gpupass-aurora-z.deb")
+    installed = apt(root, "install", "-y", "--no-install-recommends", deb)
+    if reads_drop_ins:
+        assert APPARMOR_NOTICE not in installed
+    else:
+        assert APPARMOR_FIX in installed
+        root.run("sh", "-c", APPARMOR_FIX.strip())
+        # Once the line is there, a reinstall says nothing more.
+        again = apt(root, "install", "-y", "--reinstall", "--no-install-recommends", deb)
+        assert APPARMOR_NOTICE not in again
+    profile = root.root / "etc/apparmor.d/gpupass-test-vm"
+    profile.write_text("#include <tunables/global>\nprofile vm {\n  #include <abstractions/libvirt-qemu>\n}\n")
+    with root.mounts():
+        expanded = root.run("apparmor_parser", "--preprocess", "/etc/apparmor.d/gpupass-test-vm").stdout
+        for rule in ("/var/lib/gpupass/vbios.rom r,", "/usr/share/gpupass/ssdt-battery.aml r,"):
+            assert rule in expanded
+        root.run("apparmor_parser", "--skip-kernel-load", "--skip-cache", "/etc/apparmor.d/gpupass-test-vm")
+
+
+def test_lintian_of_the_release_reports_no_errors_or_warnings(system, built: Path) -> None:
+    """Each release's own lintian (Debian 13's knows merged /usr and newer checks)."""
+    release, root = system
+    deb = root.copy_in(built / "gpupass-aurora-z.deb")
+    # initial-upload-closes-no-bugs asks for a Debian ITP bug: these packages are not for Debian.
+    result = root.run(
+        "lintian", "--fail-on", "error,warning", "--suppress-tags", "initial-upload-closes-no-bugs", deb, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+
+
+RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
+
+
+def test_apt_install_brings_the_vm_stack_by_its_recommends(system, built: Path) -> None:
+    """The Recommends resolve on the release: apt's plan for a plain install takes them along."""
+    release, root = system
+    deb = root.copy_in(built / "gpupass-aurora-z.deb")
+    with root.mounts():
+        root.run("apt-get", "update", "-q")
+        plan = root.run("apt-get", "install", "--simulate", deb).stdout
+    installed = set(root.run("dpkg-query", "-W", "-f=${Package}\\n").stdout.split())
+    for name in RECOMMENDS:
+        assert name in installed or re.search(rf"^Inst {re.escape(name)} ", plan, re.M), (name, plan)
+    assert re.search(r"^Inst gpupass-aurora-z ", plan, re.M), plan
