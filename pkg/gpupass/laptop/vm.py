@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import re
 import shutil
 import subprocess
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import GpupassError
-from ..model import Model, PciFunction
+from ..model import SECURE_BOOT_LOADER, Model, PciFunction
 from . import xmledit
 from .xmledit import Editor, quote
 
@@ -35,8 +34,6 @@ NATIVE_ACPI_TABLE_VERSION = 11_002_000
 PORT_ALIAS = "ua-gpupass-port"
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
-# The same test model.py applies to the model's own OVMF paths.
-SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
 IMAGES_DIR = Path("/var/lib/libvirt/images")
 BACKUP_DIR = paths.STATE_DIR / "domains"
@@ -113,16 +110,6 @@ def hostdev_path(function: PciFunction) -> str:
     )
 
 
-def alias(function: PciFunction) -> str:
-    """A user alias (libvirt keeps ``ua-`` aliases) that <qemu:override> names the device by."""
-    return "ua-gpupass-" + re.sub(r"[:.]", "-", function.address)
-
-
-def subsystem_id(function: PciFunction) -> str:
-    """The function's PCI subsystem vendor:device id, '' when the model does not know it."""
-    return getattr(function, "subsystem_id", "") or ""
-
-
 def _guest_bus(editor: Editor, ctx: Context) -> int:
     """The guest bus (a pcie-root-port) for the functions' one slot.
 
@@ -158,9 +145,9 @@ def piece_hostdevs(editor: Editor, ctx: Context) -> None:
             rom = editor.ensure(f"{path}/rom")
             editor.set(rom, f"{path}/rom", "bar", "on")
             editor.set(rom, f"{path}/rom", "file", ctx.vbios)
-        if subsystem_id(function):
+        if function.subsystem_id:
             name = editor.ensure(f"{path}/alias")
-            editor.set(name, f"{path}/alias", "name", alias(function))
+            editor.set(name, f"{path}/alias", "name", function.alias)
         address_path = f"{path}/address[@type='pci']"
         address = editor.ensure(address_path)
         wanted = {"domain": "0x0000", "bus": f"0x{bus:02x}", "slot": "0x00", "function": f"0x{number:x}"}
@@ -171,11 +158,10 @@ def piece_hostdevs(editor: Editor, ctx: Context) -> None:
 
 def piece_subsystem_ids(editor: Editor, ctx: Context) -> None:
     for function in ctx.model.gpu.functions:
-        sub = subsystem_id(function)
-        if not sub:
+        if not function.subsystem_id:
             continue
-        vendor, _, device = sub.partition(":")
-        device_path = f"qemu:override/qemu:device[@alias='{alias(function)}']/qemu:frontend"
+        vendor, _, device = function.subsystem_id.partition(":")
+        device_path = f"qemu:override/qemu:device[@alias='{function.alias}']/qemu:frontend"
         for name, value in (("x-pci-sub-vendor-id", vendor), ("x-pci-sub-device-id", device)):
             path = f"{device_path}/qemu:property[@name='{name}']"
             prop = editor.ensure(path)
@@ -232,9 +218,9 @@ def secure_boot(root: ET.Element) -> str:
     nvram = os_.find("nvram")
     if loader is not None and loader.get("secure") == "yes":
         return f"its loader has secure='yes' ({(loader.text or '').strip() or 'no file'})"
-    if loader is not None and SECURE_BOOT_FILE.search(loader.text or ""):
+    if loader is not None and SECURE_BOOT_LOADER.search(loader.text or ""):
         return f"its loader {(loader.text or '').strip()} is a Secure Boot build"
-    if nvram is not None and SECURE_BOOT_FILE.search(nvram.get("template", "")):
+    if nvram is not None and SECURE_BOOT_LOADER.search(nvram.get("template", "")):
         return f"its NVRAM template {nvram.get('template')} enrolls Secure Boot keys"
     if os_.get("firmware") == "efi":
         for feature in os_.iterfind("firmware/feature"):
