@@ -39,6 +39,10 @@ def spec(constraint: Any, default: Any = dataclasses.MISSING, doc: str = "") -> 
     return field(**kwargs)
 
 
+# The kernel argument that turns the IOMMU on, by CPU vendor.
+IOMMU_ARG = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PciFunction:
     address: str = spec(schema.PCI_ADDRESS, doc="host PCI address")
@@ -181,6 +185,11 @@ class Model:
     @property
     def gpu_function(self) -> PciFunction:
         return self.gpu.functions[0]
+
+    @property
+    def kernel_args(self) -> tuple[str, ...]:
+        """The kernel arguments the package adds (GRUB drop-in) and gpupass doctor looks for, in order."""
+        return (IOMMU_ARG[self.cpu.vendor], "iommu=pt", "vfio-pci.ids=" + ",".join(self.gpu.ids))
 
 
 # Loading ------------------------------------------------------------------------------

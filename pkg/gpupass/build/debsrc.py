@@ -27,7 +27,6 @@ from .. import __version__, paths
 from ..errors import GpupassError, ToolError
 from ..model import Model
 from . import preinst, tools
-from .artifacts import grub
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")
@@ -142,7 +141,7 @@ def overlay_debian(model: Model, debian: Path) -> None:
         "#PACKAGE#": model.package,
         "#GPU_IDS#": ", ".join(model.gpu.ids),
         "#GPU_ID#": model.gpu_function.id,
-        "#KERNEL_ARGS#": " ".join(grub.kernel_args(model)),
+        "#KERNEL_ARGS#": " ".join(model.kernel_args),
         "#PREFLIGHT_PROGRAM#": preinst.program(model).rstrip("\n"),
     }
     for src in sorted(paths.DEBIAN_DIR.rglob("*")):
