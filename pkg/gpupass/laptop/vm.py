@@ -282,13 +282,14 @@ def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
 
 Piece = Callable[[Editor, Context], None]
 # (name in messages, function), in the order attach applies them.
+FIRMWARE_PIECE = "firmware without Secure Boot"
 PIECES: tuple[tuple[str, Piece], ...] = (
     ("hostdevs (one multifunction guest slot, vBIOS rom)", piece_hostdevs),
     ("PCI subsystem ids", piece_subsystem_ids),
     ("64-bit MMIO window", piece_mmio_window),
     ("battery table", piece_battery_table),
     ("SMBIOS sysinfo", piece_smbios),
-    ("firmware without Secure Boot", piece_firmware),
+    (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
     ("Hyper-V vendor id", piece_hyperv_vendor_id),
     ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
@@ -310,18 +311,23 @@ def missing_pieces(domain_xml: str, model: Model, host_cpus: Iterable[int] = ())
     battery table counts in either form (native element or QEMU argument); emulator
     pinning is checked only when ``host_cpus`` is given.
     """
-    lines = []
+    return [f"{name}: {what}" for name, what in missing(domain_xml, model, host_cpus)]
+
+
+def missing(domain_xml: str, model: Model, host_cpus: Iterable[int] = ()) -> list[tuple[str, str]]:
+    """``missing_pieces`` as (piece name, what it lacks) pairs."""
+    found = []
     for name, piece in PIECES:
         ctx = Context(model, host_cpus=tuple(host_cpus))
         editor = Editor(xmledit.parse(domain_xml), owner=model.package)
         try:
             piece(editor, ctx)
         except GpupassError as e:
-            lines.append(f"{name}: {'; '.join(e.problems)}")
+            found.append((name, "; ".join(e.problems)))
             continue
         if editor.changes:
-            lines.append(f"{name}: {_readable('; '.join(editor.changes), model)}")
-    return lines
+            found.append((name, _readable("; ".join(editor.changes), model)))
+    return found
 
 
 def _readable(text: str, model: Model) -> str:
