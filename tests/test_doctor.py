@@ -9,6 +9,7 @@ test at the end asks a real libvirtd.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import subprocess
 import sys
@@ -493,6 +494,65 @@ def test_the_snapshot_holds_what_doctor_reads(tmp_path: Path) -> None:
         "D3cold",
     )
     assert gpu.upstream == ("0000:00:01.0",)
+
+
+def cpio_newc(files: dict[str, bytes]) -> bytes:
+    """An initramfs as the kernel reads it: a "newc" cpio archive (mode, size, name; 4-byte aligned)."""
+
+    def pad(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 4)
+
+    out = b""
+    for number, (name, data) in enumerate([*files.items(), ("TRAILER!!!", b"")], start=1):
+        mode = 0o100644 if name != "TRAILER!!!" else 0
+        fields = [number, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        out += pad(b"070701" + "".join(f"{v:08x}" for v in fields).encode() + name.encode() + b"\0")
+        out += pad(data)
+    return out + b"\0" * (-len(out) % 512)
+
+
+def test_no_initramfs_lister_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop without lsinitramfs and lsinitrd (none on PATH): a warning with what to install."""
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc({"init": b""})))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"cannot list /boot/initrd.img-{KERNEL}: neither lsinitramfs nor lsinitrd is installed",
+        fix="sudo apt install initramfs-tools-core (lsinitramfs) or dracut (lsinitrd)",
+    )
+
+
+def test_no_initramfs_image(tmp_path: Path) -> None:
+    assert doctor.list_initramfs(laptop(tmp_path), KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"no initramfs image /boot/initrd.img-{KERNEL} for the running kernel",
+        fix=f"sudo update-initramfs -c -k {KERNEL} (or sudo dracut --force --kver {KERNEL})",
+    )
+
+
+@pytest.mark.tool
+@pytest.mark.parametrize("has_vfio_pci", [True, False], ids=["with", "without"])
+def test_the_initramfs_as_lsinitramfs_lists_it(tmp_path: Path, has_vfio_pci: bool) -> None:
+    """initramfs-tools' own lister reads the image; doctor finds vfio-pci (compressed, as Debian 13 ships it) in it."""
+    modules = f"usr/lib/modules/{KERNEL}/kernel/drivers/vfio"
+    files = {"init": b"#!/bin/sh\n", f"{modules}/vfio.ko.xz": b"x"}
+    if has_vfio_pci:
+        files[f"{modules}/pci/vfio-pci.ko.xz"] = b"x"
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc(files)))
+    listing = doctor.list_initramfs(root, KERNEL)
+    assert (listing.problem, f"{modules}/vfio.ko.xz" in listing.files) == ("", True)
+    status, lines = run(root, initramfs=listing)
+    if has_vfio_pci:
+        assert (status, lines) == (0, SET_UP)
+    else:
+        assert problems(lines) == [
+            f"fail: vfio-pci is not in the initramfs /boot/initrd.img-{KERNEL} (nor built into the kernel {KERNEL})"
+            " (fix: sudo update-initramfs -u (or sudo dracut --force), then reboot)"
+        ]
 
 
 # Against a real libvirtd (tool tier) ---------------------------------------------------

@@ -41,6 +41,7 @@ TEST_TOOLS = {
     "readlink": "coreutils",
     "qemu-img": "qemu-utils",
     "virt-install": "virtinst",
+    "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}
