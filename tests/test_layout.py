@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pkg"
 
-# Every laptop-side module, imported with the build side and its dependencies made unimportable.
-PROBE = """
+# The build side and its dependencies made unimportable; sys.argv[1] is the pkg/ directory.
+BLOCKER = """
 import importlib, pkgutil, sys
 BLOCKED = ("gpupass.build", "jinja2", "sh", "stdeb", "lxml", "hypothesis")
 class Block:
@@ -22,6 +22,11 @@ class Block:
         return None
 sys.meta_path.insert(0, Block())
 sys.path[:0] = [sys.argv[1]]
+"""
+# Every laptop-side module, imported with the blocker in place.
+PROBE = (
+    BLOCKER
+    + """
 import gpupass.laptop
 names = ["gpupass.cli", "gpupass.errors", "gpupass.model", "gpupass.paths", "gpupass.schema"]
 names += [m.name for m in pkgutil.iter_modules(gpupass.laptop.__path__, "gpupass.laptop.")]
@@ -29,6 +34,7 @@ for name in names:
     importlib.import_module(name)
 print(" ".join(sorted(names)))
 """
+)
 
 
 def test_laptop_side_imports_nothing_from_the_build_side() -> None:
@@ -51,10 +57,13 @@ def test_the_blocker_catches_a_build_import(tmp_path: Path) -> None:
 
 
 # The installed command's --help: the build side's jinja2 is not there.
-HELP = PROBE.split("import gpupass.laptop")[0] + """
+HELP = (
+    BLOCKER
+    + """
 from gpupass import cli
 cli.main(["--help"])
 """
+)
 
 
 def test_the_installed_commands_help_lists_the_laptops_commands() -> None:
@@ -78,10 +87,13 @@ def test_the_source_trees_help_lists_the_maintainers_commands_after_them() -> No
 
 def test_a_maintainers_command_still_runs_where_help_hides_it() -> None:
     """Hidden from the installed command's help, not taken away: validate runs with jinja2 blocked."""
-    validate = PROBE.split("import gpupass.laptop")[0] + """
+    validate = (
+        BLOCKER
+        + """
 from gpupass import cli
 sys.exit(cli.main(["validate", "aurora-z"]))
 """
+    )
     result = subprocess.run([sys.executable, "-I", "-c", validate, str(PKG)], capture_output=True, text=True, cwd="/")
     assert (result.returncode, result.stdout, result.stderr) == (
         0,

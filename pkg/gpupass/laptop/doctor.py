@@ -24,7 +24,7 @@ from typing import TextIO
 from .. import paths
 from ..errors import GpupassError
 from ..model import IOMMU_ARG, Model, PciFunction
-from . import command, machine, vm
+from . import command, libvirtconn, machine, vm
 from .machine import Machine, PciDevice
 from .preflight import IOMMU_TABLES, group_companions, intruder_problem
 
@@ -73,7 +73,7 @@ class Libvirt:
     uri: str
     problem: str = ""
     no_python_api: bool = False
-    survey: object = None  # libvirtconn.Survey when reached
+    survey: libvirtconn.Survey | None = None  # when reached
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,6 @@ def list_initramfs(root: Path, release: str) -> Initramfs:
 
 
 def query_libvirt(uri: str | None, name: str) -> Libvirt:
-    from . import libvirtconn
-
     shown = uri or libvirtconn.DEFAULT_URI
     try:
         conn = libvirtconn.connect(uri)
@@ -232,13 +230,14 @@ def check_iommu(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 f"enable {firmware_name} (IOMMU) in the firmware setup",
             )
         ]
-    if not m.iommu_units or not m.has_iommu_groups:
+    missing = [what for what, there in (("/sys/class/iommu is empty", m.iommu_units),
+                                         ("there are no IOMMU groups", m.has_iommu_groups)) if not there]  # fmt: skip
+    if missing:
         return [
             Finding(
                 "iommu",
                 FAIL,
-                f"the IOMMU is off: the firmware has one (ACPI {table} table), but /sys/class/iommu"
-                f" {'is empty' if not m.iommu_units else 'has units'} and there are no IOMMU groups",
+                f"the IOMMU is off: the firmware has one (ACPI {table} table), but {' and '.join(missing)}",
                 f"boot with {IOMMU_ARG[model.cpu.vendor]} (see the kernel command line check)",
             )
         ]
