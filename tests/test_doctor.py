@@ -11,19 +11,22 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from gpupass import model
 from gpupass.build import render
-from gpupass.laptop import doctor, libvirtconn, machine, vm
+from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
 
 from .conftest import ROOT
 from .layouts import AURORA_Z
 from .libvirt import Daemon
+from .strategies import machines
 from .sysfs import changed
 from .test_vbios import GPU_ROM
 
@@ -553,6 +556,30 @@ def test_the_initramfs_as_lsinitramfs_lists_it(tmp_path: Path, has_vfio_pci: boo
             f"fail: vfio-pci is not in the initramfs /boot/initrd.img-{KERNEL} (nor built into the kernel {KERNEL})"
             " (fix: sudo update-initramfs -u (or sudo dracut --force), then reboot)"
         ]
+
+
+CHECK_NAMES = ["cpu", "iommu", "cmdline", "vfio-pci", "initramfs", "group", "vbios", "ovmf", "libvirt", "apparmor",
+               "vm", "power"]  # fmt: skip
+
+
+@settings(max_examples=int(os.environ.get("GPUPASS_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(machines())
+def test_doctor_answers_every_check_on_any_machine(snapshot_: machine.Machine) -> None:
+    """On every generated laptop, with the model probe makes of it: each check answers, none raises,
+    and the exit status follows the findings. The strategy's devices have no driver and sleep."""
+    result = probe.probe(snapshot_)
+    probed = model.parse(result.toml(), result.model_id, "probe")
+    facts = doctor.Facts(probed.vm.name, None, None, None, "", frozenset(), {}, libvirt(None))
+    findings = doctor.diagnose(probed, snapshot_, facts)
+    assert list(dict.fromkeys(f.check for f in findings)) == CHECK_NAMES
+    assert [f.line() for f in findings if f.check == "vfio-pci"] == [
+        f"fail: {fn.address} ({fn.role} {fn.id}) is bound to no driver (fix: sudo modprobe vfio-pci (it claims the"
+        " ids of vfio-pci.ids= on the kernel command line))"
+        for fn in probed.gpu.functions
+    ]
+    power = [f for f in findings if f.check == "power"]
+    assert [f.status for f in power] == ["ok"] and "runtime-suspended" in power[0].what
+    assert doctor.exit_status(findings) == 1
 
 
 # Against a real libvirtd (tool tier) ---------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TextIO
 from .. import paths
 from ..errors import GpupassError
 from ..model import IOMMU_ARG, Model, PciFunction
-from . import command, libvirtconn, machine, vm
+from . import command, libvirtconn, machine, vm, xmledit
 from .machine import Machine, PciDevice
 from .preflight import IOMMU_TABLES, group_companions, intruder_problem
 
@@ -465,7 +464,7 @@ def check_vm(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     found = []
     for piece, what in vm.missing(survey.domain_xml, model, survey.host_cpus):
         if piece == vm.FIRMWARE_PIECE:
-            why = vm.secure_boot(ET.fromstring(survey.domain_xml))
+            why = vm.secure_boot(xmledit.parse(survey.domain_xml))
             found.append(Finding("vm", FAIL, f"VM {name} boots a Secure Boot firmware: {why}", attach))
         else:
             found.append(Finding("vm", FAIL, f"VM {name} lacks {piece}: {what}", attach))
