@@ -582,6 +582,20 @@ def test_doctor_answers_every_check_on_any_machine(snapshot_: machine.Machine) -
     assert doctor.exit_status(findings) == 1
 
 
+@pytest.mark.tool
+def test_a_damaged_initramfs_is_a_warning_with_the_listers_words(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(b"not an image")
+    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"cannot list /boot/initrd.img-{KERNEL}: lsinitramfs {root}/boot/initrd.img-{KERNEL} failed (2):"
+        " cpio: premature end of archive",
+        fix="run gpupass doctor as root; if it still fails, rebuild the image: sudo update-initramfs -u"
+        " (or sudo dracut --force)",
+    )
+
+
 # Against a real libvirtd (tool tier) ---------------------------------------------------
 
 
@@ -615,3 +629,16 @@ def test_libvirt_facts_from_a_real_daemon(libvirtd: Daemon, tmp_path: Path) -> N
 
 def _facts(lv: doctor.Libvirt) -> doctor.Facts:
     return doctor.Facts("win11-gpu", None, None, None, "", frozenset(), {}, lv)
+
+
+def test_the_laptop_sides_command_runner_names_the_package_and_shows_stderr() -> None:
+    from gpupass.errors import ToolError
+    from gpupass.laptop import command
+
+    with pytest.raises(ToolError) as missing:
+        command.run(["gpupass-no-such-program", "x"], "some-package")
+    assert missing.value.lines() == ["gpupass-no-such-program not found", "hint: install some-package"]
+    with pytest.raises(ToolError) as failed:
+        command.run(["sh", "-c", "echo oops >&2; exit 3"], "dash")
+    assert failed.value.lines() == ["sh -c echo oops >&2; exit 3 failed (3): oops"]
+    assert command.run(["sh", "-c", "echo listed"], "dash") == "listed\n"

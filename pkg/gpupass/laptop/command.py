@@ -23,6 +23,6 @@ def run(argv: list[str], package: str) -> str:
     log.info("$ %s", " ".join(argv))
     result = subprocess.run([program, *argv[1:]], capture_output=True, text=True, errors="replace")
     if result.returncode:
-        stderr = result.stderr.strip().splitlines()
-        raise ToolError(f"{' '.join(argv)} failed ({result.returncode}){': ' + stderr[-1] if stderr else ''}")
+        stderr = result.stderr.strip()
+        raise ToolError(f"{' '.join(argv)} failed ({result.returncode}){': ' + stderr if stderr else ''}")
     return result.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -113,12 +114,17 @@ def list_initramfs(root: Path, release: str) -> Initramfs:
             fix=f"sudo update-initramfs -c -k {release} (or sudo dracut --force --kver {release})",
         )
     for program, package in INITRAMFS_LISTERS:
+        if shutil.which(program) is None:
+            continue  # the other initramfs tool's lister, then
         try:
             listing = command.run([program, str(under(root, image))], package)
         except GpupassError as e:
-            if e.hint and e.hint.startswith("install "):
-                continue  # not installed: the next lister
-            return Initramfs(image, problem=f"cannot list {image}: {e.problems[0]}", fix="run gpupass doctor as root")
+            # e.g. an image only root may read, or a damaged one.
+            return Initramfs(
+                image,
+                problem=f"cannot list {image}: {e.problems[0]}",
+                fix=f"run gpupass doctor as root; if it still fails, rebuild the image: {REBUILD_INITRAMFS}",
+            )
         return Initramfs(image, tuple(listing.splitlines()))
     return Initramfs(
         image,

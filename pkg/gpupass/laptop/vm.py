@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import shutil
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -25,7 +23,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import GpupassError
 from ..model import SECURE_BOOT_LOADER, Model, PciFunction
-from . import xmledit
+from . import command, xmledit
 from .xmledit import Editor, quote
 
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
@@ -454,13 +452,7 @@ def detach(conn, name: str, *, dry_run: bool = False, backup_dir: Path = BACKUP_
 def create_disk(path: Path, size_gib: int) -> None:
     if path.exists():
         raise GpupassError(f"{path} exists already; not overwriting it", hint=f"use it with --disk {path}")
-    qemu_img = shutil.which("qemu-img")
-    if qemu_img is None:
-        raise GpupassError("qemu-img not found", hint="install qemu-utils")
-    command = [qemu_img, "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        raise GpupassError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
+    command.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"], "qemu-utils")
 
 
 def define_xml(
