@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -105,19 +106,11 @@ def laptop(
 
 
 def run(root: Path, *, initramfs=INITRAMFS, lv=None, as_json: bool = False) -> tuple[int, list[str]]:
-    out = _Out()
+    out = io.StringIO()
     status = doctor.cli(
         AURORA, root, initramfs=initramfs, libvirt=lv if lv is not None else libvirt(), as_json=as_json, out=out
     )
-    return status, out.text.splitlines()
-
-
-class _Out:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
+    return status, out.getvalue().splitlines()
 
 
 SET_UP = [
