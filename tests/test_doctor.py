@@ -628,8 +628,9 @@ def test_the_laptop_sides_command_runner_names_the_package_and_shows_stderr() ->
     from gpupass.errors import ToolError
     from gpupass.laptop import command
 
+    absent = "gpupass-no-such-program"  # (a name test_install_deps need not know)
     with pytest.raises(ToolError) as missing:
-        command.run(["gpupass-no-such-program", "x"], "some-package")
+        command.run([absent, "x"], "some-package")
     assert missing.value.lines() == ["gpupass-no-such-program not found", "hint: install some-package"]
     with pytest.raises(ToolError) as failed:
         command.run(["sh", "-c", "echo oops >&2; exit 3"], "dash")
