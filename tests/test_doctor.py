@@ -159,7 +159,7 @@ def test_the_audio_function_on_snd_hda_intel(tmp_path: Path) -> None:
     assert status == 1
     assert problems(lines) == [
         f"fail: 0000:01:00.1 (audio 10de:2291) is held by snd_hda_intel, not vfio-pci (fix: {SOFTDEP_AUDIO})",
-        "fail: power: the dGPU stays awake while the VM is off, about 5 W of battery: 0000:01:00.0 active (D0),"
+        "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0),"
         " 0000:01:00.1 active (D0), 0000:00:01.0 active (D0); 0000:01:00.1 is on the host driver snd_hda_intel"
         f" (fix: {SOFTDEP_AUDIO})",
     ]
@@ -282,7 +282,7 @@ def test_the_dgpu_kept_in_d0_by_power_control_on(tmp_path: Path) -> None:
     assert (status, problems(lines)) == (
         1,
         [
-            "fail: power: the dGPU stays awake while the VM is off, about 5 W of battery: 0000:01:00.0 active (D0),"
+            "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0),"
             " 0000:00:01.0 active (D0); 0000:01:00.0 has power/control=on (fix: echo auto | sudo tee"
             " /sys/bus/pci/devices/0000:01:00.0/power/control, and remove what sets it (a udev rule, TLP's"
             " RUNTIME_PM_ON_AC=on))"
@@ -296,7 +296,7 @@ def test_vfio_pci_told_not_to_idle(tmp_path: Path) -> None:
     assert (status, problems(lines)) == (
         1,
         [
-            "fail: power: the dGPU stays awake while the VM is off, about 5 W of battery: 0000:01:00.0 active (D0);"
+            "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0);"
             " vfio-pci has disable_idle_d3=Y (fix: remove disable_idle_d3 from vfio-pci's options (/etc/modprobe.d,"
             " the kernel command line), then reboot)"
         ],
@@ -310,7 +310,7 @@ def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> Non
     assert (status, problems(lines)) == (
         2,
         [
-            "warn: power: the dGPU stays awake while the VM is off, about 5 W of battery: 0000:01:00.0 active (D0);"
+            "warn: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0);"
             " nothing gpupass knows of keeps it so (fix: something may be using it (lspci -vv, nvidia-smi, reading"
             " its rom wake it; it suspends after a few idle seconds): run gpupass doctor again)"
         ],

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from .. import paths
 from ..errors import GpupassError
-from ..model import IOMMU_ARG, Model, PciFunction
+from ..model import IOMMU_ARG, Model
 from . import command, libvirtconn, machine, vm, xmledit
 from .machine import Machine, PciDevice
 from .preflight import IOMMU_TABLES, group_companions, intruder_problem
@@ -498,11 +498,10 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     if gpu is None:
         return [Finding("power", WARN, f"power: not checked: no PCI device at {model.gpu_function.address}",
                         "see the vfio-pci checks")]  # fmt: skip
-    functions: list[tuple[PciFunction, PciDevice]] = [
-        (f, d) for f in model.gpu.functions if (d := m.device(f.address)) is not None
-    ]
+    functions = [d for f in model.gpu.functions if (d := m.device(f.address)) is not None]
+    # upstream is nearest first: its last bridge is the root port, which sleeps only when all below it do.
     port = m.device(gpu.upstream[-1]) if gpu.upstream else None
-    devices = [d for _, d in functions] + ([port] if port else [])
+    devices = functions + ([port] if port else [])
     awake = [d for d in devices if d.runtime_status != "suspended"]
     if not awake:
         asleep = f"the dGPU {gpu.address} ({gpu.power_state or '?'})"
@@ -521,7 +520,7 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                     " (a udev rule, TLP's RUNTIME_PM_ON_AC=on)",
                 )
             )
-    for _f, d in functions:
+    for d in functions:
         if d.driver and d.driver != VFIO_DRIVER:
             causes.append((f"{d.address} is on the host driver {d.driver}", softdep_fix(_module(d))))
     if (m.vfio_pci_disable_idle_d3 or "").upper() in ("Y", "1"):
@@ -533,7 +532,7 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         )
     states = ", ".join(f"{d.address} {_power(d)}" for d in awake)
-    what = f"power: the dGPU stays awake while the VM is off, about 5 W of battery: {states}"
+    what = f"power: the dGPU stays awake while the VM is off, costing battery: {states}"
     if not causes:
         return [
             Finding(
