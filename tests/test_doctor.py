@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from gpupass import model
+from gpupass import cli, model
 from gpupass.build import render
 from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
 
@@ -475,6 +476,25 @@ def test_the_command_on_a_machine_where_nothing_is_set_up(tmp_path: Path) -> Non
         "gpupass: /usr/share/gpupass/models: 0 model files (expected the installed package's one)\n"
         "gpupass: hint: install a gpupass-<model> package, or pass --model\n"
     )
+
+
+def test_the_command_checks_the_vm_named_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--vm, --connect and --json reach doctor; the libvirt answer is this test's Python's own."""
+    root = laptop(tmp_path)
+    argv = ["doctor", "--model", "aurora-z", "--root", str(root), "--vm", "mine", "--json"]
+    status = cli.main([*argv, "--connect", f"qemu:///system?socket={tmp_path}/no-libvirt-sock"])
+    findings = {f["check"]: f for f in json.loads(capsys.readouterr().out)}
+    assert findings["vm"] == {
+        "check": "vm",
+        "status": "warn",
+        "what": "VM mine not checked: libvirt not reached",
+        "fix": "see the libvirt check",
+    }
+    # Without python3-libvirt a warning, with it a daemon that cannot be reached: a failure.
+    no_api = importlib.util.find_spec("libvirt") is None
+    assert (findings["libvirt"]["status"], status) == (("warn", 2) if no_api else ("fail", 1))
+    # The tree has no initramfs image for the kernel: that, too, is only a warning.
+    assert findings["initramfs"]["what"] == f"no initramfs image /boot/initrd.img-{KERNEL} for the running kernel"
 
 
 def test_the_snapshot_holds_what_doctor_reads(tmp_path: Path) -> None:
