@@ -92,7 +92,7 @@ def gpu_functions(draw: st.DrawFn) -> tuple[PciFunction, ...]:
     )
 
 
-_OVMF_CODE = field_strategy(Vm, "ovmf_code").filter(lambda path: not model._SECURE_BOOT_LOADER.search(path))
+_OVMF_CODE = field_strategy(Vm, "ovmf_code").filter(lambda path: not model.SECURE_BOOT_LOADER.search(path))
 
 
 @st.composite

@@ -31,6 +31,14 @@ class Dev:
     subsystem: str | None = None  # "vvvv:dddd"; None leaves the files out
     bars: tuple[BarSpec, ...] = ()
     driver: str | None = None
+    # power/runtime_status, power/control, power_state; None leaves the file out.
+    runtime_status: str | None = None
+    power_control: str | None = None
+    power_state: str | None = None
+
+
+# A driver whose module has another name (the rest: the driver's name with _ for -).
+DRIVER_MODULES = {"xhci_hcd": "xhci_pci"}
 
 
 MIB = 1 << 20
@@ -66,13 +74,20 @@ def build_sysfs(
     dmi: dict[str, str] | None = None,
     battery: dict[str, str] | None = None,
     cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/mapper/root ro quiet splash",
+    kernel_release: str | None = None,
+    kvm: bool = False,
+    disable_idle_d3: str | None = None,
+    modules_builtin: tuple[str, ...] | None = None,
 ) -> Path:
     """Write the parts of /sys and /proc the checks and probe read; ``cpu=None`` leaves out vendor_id.
 
     ``cores`` lists each core's CPUs (SMT siblings) and writes their topology; without it
     /proc/cpuinfo has two CPUs and sysfs no topology. ``p_cores`` is an Intel hybrid CPU's
     /sys/devices/cpu_core/cpus. ``dmi`` holds /sys/class/dmi/id files, ``battery`` the files
-    of /sys/class/power_supply/BAT0.
+    of /sys/class/power_supply/BAT0. ``kernel_release`` is /proc/sys/kernel/osrelease, and
+    ``modules_builtin`` that kernel's /lib/modules/RELEASE/modules.builtin; ``kvm`` writes /dev/kvm
+    (a plain file: only its existence is read); ``disable_idle_d3`` is vfio-pci's parameter
+    (written only when given, as when vfio-pci is loaded).
     """
 
     def device_dir(address: str) -> Path:
@@ -103,7 +118,20 @@ def build_sysfs(
                     mask = sum(1 << (size.bit_length() - 1) for size in bar.resizable_mib)
                     (d / f"resource{bar.index}_resize").write_text(f"{mask:016x}\n")
         if dev.driver is not None:
-            link(d / "driver", root / "sys/bus/pci/drivers" / dev.driver)
+            driver = root / "sys/bus/pci/drivers" / dev.driver
+            link(d / "driver", driver)
+            if not (driver / "module").is_symlink():
+                module = DRIVER_MODULES.get(dev.driver, dev.driver.replace("-", "_"))
+                (root / "sys/module" / module).mkdir(parents=True, exist_ok=True)
+                link(driver / "module", root / "sys/module" / module)
+        for name, value in (
+            ("power/runtime_status", dev.runtime_status),
+            ("power/control", dev.power_control),
+            ("power_state", dev.power_state),
+        ):
+            if value is not None:
+                (d / name).parent.mkdir(exist_ok=True)
+                (d / name).write_text(value + "\n")
         if pci_bus:
             link(root / "sys/bus/pci/devices" / address, d)
         if iommu_groups:
@@ -125,6 +153,20 @@ def build_sysfs(
         lines += [f"flags\t\t: fpu vme de pse{flags}", ""]
     (root / "proc/cpuinfo").write_text("\n".join(lines) + "\n")
     (root / "proc/cmdline").write_text(cmdline + "\n")
+    if kernel_release is not None:
+        (root / "proc/sys/kernel").mkdir(parents=True)
+        (root / "proc/sys/kernel/osrelease").write_text(kernel_release + "\n")
+        if modules_builtin is not None:
+            (root / "lib/modules" / kernel_release).mkdir(parents=True)
+            (root / "lib/modules" / kernel_release / "modules.builtin").write_text(
+                "".join(m + "\n" for m in modules_builtin)
+            )
+    if kvm:
+        (root / "dev").mkdir(exist_ok=True)
+        (root / "dev/kvm").write_text("")
+    if disable_idle_d3 is not None:
+        (root / "sys/module/vfio_pci/parameters").mkdir(parents=True, exist_ok=True)
+        (root / "sys/module/vfio_pci/parameters/disable_idle_d3").write_text(disable_idle_d3 + "\n")
     for core in cores or ():
         for n in core:
             topology = root / f"sys/devices/system/cpu/cpu{n}/topology"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,22 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     # It knows which model it was installed for.
     check = plain_chroot.run("gpupass", "check")
     assert check.stdout.splitlines()[0] == "gpupass check: MECHREVO Aurora Z (gpupass-aurora-z)"
+    # Its help lists the laptop's commands only (no jinja2, no models/ here), and doctor
+    # answers on a system where nothing is set up yet, one line per check, without a traceback.
+    helped = plain_chroot.run("gpupass", "--help")
+    assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == ["check", "probe", "doctor", "vbios", "vm"]
+    doctor = plain_chroot.run("gpupass", "doctor", check=False)
+    assert (doctor.returncode, doctor.stderr) == (1, "")
+    lines = doctor.stdout.splitlines()
+    assert lines[0] == "gpupass doctor: MECHREVO Aurora Z (gpupass-aurora-z)"
+    assert (
+        "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM from"
+        " the laptop's BIOS update: sudo gpupass vbios import FILE)"
+    ) in lines
+    assert (
+        "warn: libvirt not checked: libvirt's Python API is not installed (import libvirt failed)"
+        " (fix: sudo apt install python3-libvirt)"
+    ) in lines
 
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     plain_chroot.run("rm", deb)

@@ -44,6 +44,7 @@ TEST_TOOLS = {
     "dscverify": "devscripts",
     "dpkg": "dpkg",
     "dpkg-parsechangelog": "dpkg-dev",
+    "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}

@@ -101,7 +101,7 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
 
     # The laptop's subsystem ids, on each function that has one, through its hostdev's user alias.
     aliases = [attrs(h.find("alias"))["name"] for h in hostdevs]
-    assert aliases == [f"ua-gpupass-{n}" for n in range(len(hostdevs))]
+    assert aliases == [f.alias for f in loaded.gpu.functions]
     overrides = {
         device.get("alias"): {p.get("name"): (p.get("type"), p.get("value")) for p in device.iter(PROPERTY)}
         for device in dumped.findall("qemu:override/qemu:device", QEMU_NS)
@@ -201,7 +201,7 @@ def test_qemu_gets_the_laptops_subsystem_ids(libvirtd: Daemon, tmp_path: Path) -
     path.write_bytes(xml if has_kvm(libvirtd) else without_kvm(xml))
     argv = libvirtd.virsh("domxml-to-native", "qemu-argv", str(path)).stdout
     devices = [json.loads(arg) for arg in re.findall(r"-device '(\{[^']*\})'", argv)]
-    gpu = [d for d in devices if d.get("driver") == "vfio-pci" and d.get("id") == "ua-gpupass-0"]
+    gpu = [d for d in devices if d.get("driver") == "vfio-pci" and d.get("id") == "ua-gpupass-0000-03-00-0"]
     assert len(gpu) == 1, argv
     assert (gpu[0]["x-pci-sub-vendor-id"], gpu[0]["x-pci-sub-device-id"]) == (0x103C, 0x8902)
     assert gpu[0]["host"] == "0000:03:00.0"

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from gpupass import model
+from gpupass.laptop import doctor, machine
+
 from . import chroot
+from .conftest import ROOT
 
 pytestmark = pytest.mark.install
 
@@ -144,6 +148,8 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
 
     image = Image(root, release.initramfs, newest, "/tmp/initrd-installed")
     assert image.has_module("vfio-pci"), "vfio-pci is not in the initramfs"
+    # gpupass doctor finds it in the listing of the release's own tool (lsinitrd's is ls -l style).
+    assert doctor_on_initramfs(root, image) == f"ok: vfio-pci is in the initramfs {image.path}"
     modprobe = image.read(MODPROBE)
     assert "options vfio-pci ids=10de:25a2,10de:2291" in modprobe
     assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
@@ -165,6 +171,16 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     apt(root, "purge", "-y", "gpupass-aurora-z")
     root.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
     assert root.files() ^ before == set()
+
+
+def doctor_on_initramfs(root: chroot.Chroot, image: Image) -> str:
+    """gpupass doctor's initramfs line for the image, as on the laptop running its kernel."""
+    kernel = image.path.removeprefix("/boot/initrd.img-")
+    snapshot = machine.Machine(pci=(), kernel_release=kernel)
+    facts = doctor.Facts("win11-gpu", None, doctor.Initramfs(image.path, tuple(image.listing.splitlines())), None, "",
+                         frozenset(), {}, doctor.Libvirt("qemu:///system", problem="not asked"))  # fmt: skip
+    model_ = model.load(ROOT / "models" / "aurora-z.toml")
+    return "\n".join(f.line() for f in doctor.check_initramfs(model_, snapshot, facts))
 
 
 def modprobe_files(image: Image) -> str:

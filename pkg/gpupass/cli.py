@@ -1,13 +1,15 @@
 """The ``gpupass`` command (also ``python -m gpupass``).
 
-Maintainer steps, run from the source tree: models, validate, preview, render,
-build-deb, build-source, build-all, publish, ppa. Laptop steps, run from the installed package:
-check, probe, vbios, vm.
+Laptop steps, run from the installed package: check, probe, doctor, vbios, vm. Maintainer
+steps, run from the source tree: models, validate, preview, render, build-deb, build-source,
+build-all, publish, ppa (left out of --help where the source tree or the build side's jinja2
+is absent).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -183,11 +185,27 @@ def cmd_vbios(args: argparse.Namespace) -> int:
     return vbios.cli(args.vbios_args, m, paths.VBIOS_ROM)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .laptop import doctor
+
+    m = load_model(args.model)[0] if args.model else installed_model()
+    return doctor.cli(m, Path(args.root), vm_name=args.vm, uri=args.connect, as_json=args.json)
+
+
 def cmd_vm(args: argparse.Namespace) -> int:
     from .laptop import vm
 
     m = load_model(args.model)[0] if args.model else installed_model()
     return vm.cli(args, m)
+
+
+def maintainer_steps_available() -> bool:
+    """The source tree (models/) and the build side's jinja2 are there: not the installed command."""
+    try:
+        has_jinja2 = importlib.util.find_spec("jinja2") is not None
+    except (ImportError, ValueError):
+        has_jinja2 = False
+    return has_jinja2 and paths.MODELS_DIR.is_dir()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -202,44 +220,23 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    add("models", cmd_models, "list the known models")
-    add("validate", cmd_validate, "check a model file").add_argument("model", help="model id or path to a .toml")
-    sp = add("preview", cmd_preview, "print the resolved model and every rendered file, without building")
-    sp.add_argument("model", help="model id or path to a .toml")
-    sp.add_argument("--file", help="print only this file (path inside the package)")
-    sp = add("render", cmd_render, "render a model's files into a package root")
-    sp.add_argument("model", help="model id or path to a .toml")
-    sp.add_argument("--dest", required=True, help="directory to write into (e.g. debian/<package>)")
-    for name, what in (
-        ("build-deb", "build the model's .deb"),
-        ("build-source", "build the model's source package (for a PPA upload)"),
-    ):
-        sp = add(name, cmd_build, what)
-        sp.add_argument("model", help="model id or path to a .toml")
-        sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
-    sp = add("build-all", cmd_build_all, "build every model's .deb in parallel, skipping unchanged models")
-    sp.add_argument("models", nargs="?", default="all", help="all (default) or comma-separated model ids")
-    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
-    sp.add_argument("--jobs", type=int, help="builds at a time (default: one per core)")
-    sp = add("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
-    sp.add_argument("debs", nargs="*", metavar="DEB")
-    sp.add_argument("--models", help="also build these models first (build-all): all or comma-separated ids")
-    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="where --models are built (default: build/)")
-    sp.add_argument("--repo", default=str(paths.BUILD_DIR / "repo"), help="repository directory (default: build/repo)")
-    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
-    sp = add("ppa", cmd_ppa, "signed source uploads for a Launchpad PPA, one per model and series (dput --simulate)")
-    sp.add_argument("models", help="all or comma-separated model ids")
-    sp.add_argument("--series", required=True, help="Ubuntu series, comma-separated (e.g. noble,resolute)")
-    sp.add_argument("--ppa", required=True, help="owner/name (as in ppa:owner/name)")
-    sp.add_argument("--upload", action="store_true", help="really upload (default: dput --simulate)")
-    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
-    sp.add_argument("--out", default=str(paths.BUILD_DIR / "ppa"), help="output directory (default: build/ppa)")
+    def hidden(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, description=help)  # no help=: argparse leaves it out of the list
+        sp.set_defaults(func=func)
+        return sp
+
     sp = add("check", cmd_check, "pre-flight checks: is this the laptop the model is for?")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
     sp = add("probe", cmd_probe, "read this laptop and print a model for it (TOML, each value with its source)")
     sp.add_argument("-o", "--output", metavar="FILE", help="write the model to FILE instead of stdout")
     sp.add_argument("--json", action="store_true", help="JSON for tools: the model, each value's source, warnings")
+    sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    sp = add("doctor", cmd_doctor, "is passthrough set up, and does the dGPU sleep while the VM is off? (ok/warn/fail)")
+    sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
+    sp.add_argument("--vm", metavar="NAME", help="the libvirt domain to check (default: the model's vm.name)")
+    sp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")
+    sp.add_argument("--json", action="store_true", help="the findings as JSON, for scripts")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
     sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check FILE | import FILE")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
@@ -263,6 +260,44 @@ def parser() -> argparse.ArgumentParser:
         vp = vm_commands.add_parser(name, help=what, description=what)
         vp.add_argument("name", help="the libvirt domain")
         vp.add_argument("--dry-run", action="store_true", help="print the change as a unified diff, change nothing")
+    # The maintainer's steps, after the laptop's; hidden from the installed command's help.
+    add_maintainer = add if maintainer_steps_available() else hidden
+    add_maintainer("models", cmd_models, "list the known models")
+    add_maintainer("validate", cmd_validate, "check a model file").add_argument(
+        "model", help="model id or path to a .toml"
+    )
+    sp = add_maintainer("preview", cmd_preview, "print the resolved model and every rendered file, without building")
+    sp.add_argument("model", help="model id or path to a .toml")
+    sp.add_argument("--file", help="print only this file (path inside the package)")
+    sp = add_maintainer("render", cmd_render, "render a model's files into a package root")
+    sp.add_argument("model", help="model id or path to a .toml")
+    sp.add_argument("--dest", required=True, help="directory to write into (e.g. debian/<package>)")
+    for name, what in (
+        ("build-deb", "build the model's .deb"),
+        ("build-source", "build the model's source package (for a PPA upload)"),
+    ):
+        sp = add_maintainer(name, cmd_build, what)
+        sp.add_argument("model", help="model id or path to a .toml")
+        sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp = add_maintainer("build-all", cmd_build_all, "build every model's .deb in parallel, skipping unchanged models")
+    sp.add_argument("models", nargs="?", default="all", help="all (default) or comma-separated model ids")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+    sp.add_argument("--jobs", type=int, help="builds at a time (default: one per core)")
+    sp = add_maintainer("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
+    sp.add_argument("debs", nargs="*", metavar="DEB")
+    sp.add_argument("--models", help="also build these models first (build-all): all or comma-separated ids")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="where --models are built (default: build/)")
+    sp.add_argument("--repo", default=str(paths.BUILD_DIR / "repo"), help="repository directory (default: build/repo)")
+    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
+    sp = add_maintainer(
+        "ppa", cmd_ppa, "signed source uploads for a Launchpad PPA, one per model and series (dput --simulate)"
+    )
+    sp.add_argument("models", help="all or comma-separated model ids")
+    sp.add_argument("--series", required=True, help="Ubuntu series, comma-separated (e.g. noble,resolute)")
+    sp.add_argument("--ppa", required=True, help="owner/name (as in ppa:owner/name)")
+    sp.add_argument("--upload", action="store_true", help="really upload (default: dput --simulate)")
+    sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR / "ppa"), help="output directory (default: build/ppa)")
     return p
 
 

@@ -39,6 +39,10 @@ def spec(constraint: Any, default: Any = dataclasses.MISSING, doc: str = "") -> 
     return field(**kwargs)
 
 
+# The kernel argument that turns the IOMMU on, by CPU vendor.
+IOMMU_ARG = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PciFunction:
     address: str = spec(schema.PCI_ADDRESS, doc="host PCI address")
@@ -67,6 +71,13 @@ class PciFunction:
         domain, bus, rest = self.address.split(":")
         slot, function = rest.split(".")
         return int(domain, 16), int(bus, 16), int(slot, 16), int(function, 16)
+
+    @property
+    def alias(self) -> str:
+        """The libvirt user alias of this function's hostdev (libvirt keeps ``ua-`` aliases),
+        by which ``<qemu:override>`` names the device: named by the host address, so the
+        generated domain and ``gpupass vm attach`` agree and a reordered domain keeps it."""
+        return "ua-gpupass-" + re.sub(r"[:.]", "-", self.address)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,10 +186,17 @@ class Model:
     def gpu_function(self) -> PciFunction:
         return self.gpu.functions[0]
 
+    @property
+    def kernel_args(self) -> tuple[str, ...]:
+        """The kernel arguments the package adds (GRUB drop-in) and gpupass doctor looks for, in order."""
+        return (IOMMU_ARG[self.cpu.vendor], "iommu=pt", "vfio-pci.ids=" + ",".join(self.gpu.ids))
+
 
 # Loading ------------------------------------------------------------------------------
 
-_SECURE_BOOT_LOADER = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
+# An OVMF firmware or variable-store file name that enables Secure Boot (with Microsoft's or
+# test keys); model.py refuses such vm.ovmf_* paths, laptop/vm.py such a domain loader.
+SECURE_BOOT_LOADER = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
 
 
 def _is_table(constraint: Any) -> bool:
@@ -288,7 +306,7 @@ def _cross_checks(model: Model) -> list[tuple[str, str]]:
     # variable store enrolled with Microsoft's or test keys may be one that enables it.
     for field_name, example in (("ovmf_code", "OVMF_CODE_4M.fd"), ("ovmf_vars", "OVMF_VARS_4M.fd")):
         path = getattr(model.vm, field_name)
-        if _SECURE_BOOT_LOADER.search(path):
+        if SECURE_BOOT_LOADER.search(path):
             problems.append(
                 (f"vm.{field_name}", f"{show(path)} is a Secure Boot build (expected e.g. /usr/share/OVMF/{example})")
             )

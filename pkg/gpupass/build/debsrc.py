@@ -28,7 +28,6 @@ from .. import paths
 from ..errors import GpupassError
 from ..model import Model
 from . import changelog, orig, preinst, tools, version
-from .artifacts import grub
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")
@@ -123,7 +122,7 @@ def overlay_debian(model: Model, debian: Path) -> None:
         "#PACKAGE#": model.package,
         "#GPU_IDS#": ", ".join(model.gpu.ids),
         "#GPU_ID#": model.gpu_function.id,
-        "#KERNEL_ARGS#": " ".join(grub.kernel_args(model)),
+        "#KERNEL_ARGS#": " ".join(model.kernel_args),
         "#PREFLIGHT_PROGRAM#": preinst.program(model).rstrip("\n"),
     }
     for src in sorted(paths.DEBIAN_DIR.rglob("*")):

@@ -7,6 +7,7 @@ anyway), so its absence is a message with the package to install, not a tracebac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GpupassError
@@ -14,11 +15,15 @@ from ..errors import GpupassError
 DEFAULT_URI = "qemu:///system"
 
 
+class NoPythonApi(GpupassError):
+    """python3-libvirt is not installed."""
+
+
 def _libvirt() -> Any:
     try:
         import libvirt
     except ImportError:
-        raise GpupassError(
+        raise NoPythonApi(
             "libvirt's Python API is not installed (import libvirt failed)", hint="install python3-libvirt"
         ) from None
     # libvirt prints every error to stderr itself unless a handler takes them; they reach
@@ -92,3 +97,27 @@ def define(conn: Any, xml: str) -> Any:
         return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     except libvirt.libvirtError as e:
         raise GpupassError(f"libvirt refused the domain: {_message(e)}") from None
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What ``gpupass doctor`` needs from libvirt, read in one connection."""
+
+    version: int
+    host_cpus: tuple[int, ...]
+    domains: tuple[str, ...]
+    domain_xml: str | None  # the named domain's persistent definition; None: no such domain
+    domain_active: bool
+
+
+def survey(conn: Any, name: str) -> Survey:
+    libvirt = _libvirt()
+    try:
+        domains = tuple(sorted(d.name() for d in conn.listAllDomains()))
+        xml, active = None, False
+        if name in domains:
+            domain = conn.lookupByName(name)
+            xml, active = inactive_xml(domain), is_active(domain)
+        return Survey(version(conn), host_cpus(conn), domains, xml, active)
+    except libvirt.libvirtError as e:
+        raise GpupassError(f"libvirt: {_message(e)}") from None

@@ -2,7 +2,7 @@
 
 ``read(root)`` is the only code in gpupass that reads the machine's PCI devices, IOMMU
 groups, CPUs, DMI strings, batteries and firmware tables; ``gpupass check`` (and the
-package's preinst), ``gpupass probe`` and later ``gpupass doctor`` are functions of the
+package's preinst), ``gpupass probe`` and ``gpupass doctor`` are functions of the
 snapshot it returns. ``root`` is ``/`` on a laptop and a fixture tree in the tests.
 
 Standard library only: the preinst embeds this module. Nothing is written. Reading a
@@ -25,6 +25,9 @@ ACPI_TABLES = "sys/firmware/acpi/tables"
 CLASS_IOMMU = "sys/class/iommu"
 CPUINFO = "proc/cpuinfo"
 CMDLINE = "proc/cmdline"
+KERNEL_RELEASE = "proc/sys/kernel/osrelease"  # what uname -r says
+KVM_DEVICE = "dev/kvm"
+VFIO_PCI_DISABLE_IDLE_D3 = "sys/module/vfio_pci/parameters/disable_idle_d3"  # Y/N; absent: vfio-pci not loaded
 CPU_TOPOLOGY = "sys/devices/system/cpu"
 # Intel hybrid CPUs list their performance cores here (and efficiency cores under cpu_atom).
 HYBRID_P_CORES = "sys/devices/cpu_core/cpus"
@@ -71,6 +74,8 @@ class PciDevice:
     runtime_status: str | None  # power/runtime_status: active, suspended, ...
     power_control: str | None  # power/control: auto or on
     power_state: str | None  # power_state: D0, D3hot, D3cold
+    # The module of the bound driver (driver/module): what a softdep names (driver xhci_hcd is module xhci_pci).
+    driver_module: str | None = None
 
     @property
     def id(self) -> str | None:
@@ -138,6 +143,9 @@ class Machine:
     acpi_tables: tuple[str, ...] = ()
     iommu_units: tuple[str, ...] = ()  # /sys/class/iommu entries: dmar0, ivhd0, ...
     cmdline: str | None = None
+    kernel_release: str | None = None
+    kvm_device: bool = False  # /dev/kvm exists
+    vfio_pci_disable_idle_d3: str | None = None
 
     def device(self, address: str) -> PciDevice | None:
         return next((d for d in self.pci if d.address == address), None)
@@ -169,6 +177,9 @@ def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
         acpi_tables=_names(root / ACPI_TABLES),
         iommu_units=_names(root / CLASS_IOMMU),
         cmdline=_read(root / CMDLINE),
+        kernel_release=_read(root / KERNEL_RELEASE) or None,
+        kvm_device=os.path.lexists(root / KVM_DEVICE),
+        vfio_pci_disable_idle_d3=_read(root / VFIO_PCI_DISABLE_IDLE_D3),
     )
 
 
@@ -237,6 +248,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
                 runtime_status=power[address][0],
                 power_control=power[address][1],
                 power_state=power[address][2],
+                driver_module=_link_name(d / "driver/module"),
             )
         )
     return tuple(devices)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GpupassError
+from ..model import IOMMU_ARG
 from .machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
 from .preflight import (
     CPU_VENDORS,
@@ -37,7 +38,6 @@ ROLE_DRIVERS = {
     "usb": ("xhci_pci",),
     "serial-bus": ("i2c_nvidia_gpu", "ucsi_ccg"),  # Turing's USB-C UCSI controller
 }
-IOMMU_ARGS = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
 # SMBIOS chassis types of portable machines (DMTF DSP0134, 7.4.1).
 LAPTOP_CHASSIS = {8: "portable", 9: "laptop", 10: "notebook", 14: "sub notebook", 31: "convertible", 32: "detachable"}
 CHASSIS_NAMES = {3: "desktop", 4: "low profile desktop", 6: "mini tower", 7: "tower", 13: "all in one", 35: "mini PC"}
@@ -160,7 +160,7 @@ def probe(machine: Machine) -> Probed:
     elif IOMMU_TABLES[vendor][0] not in machine.acpi_tables:
         problems.append(
             f"{no_iommu_table_problem(vendor)} (the package then turns it on with the kernel argument"
-            f" {IOMMU_ARGS[vendor]})"
+            f" {IOMMU_ARG[vendor]})"
         )
 
     gpu = _find_dgpu(machine, problems)

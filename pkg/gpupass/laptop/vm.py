@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import re
-import shutil
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -25,8 +22,8 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import GpupassError
-from ..model import Model, PciFunction
-from . import xmledit
+from ..model import SECURE_BOOT_LOADER, Model, PciFunction
+from . import command, xmledit
 from .xmledit import Editor, quote
 
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
@@ -35,8 +32,6 @@ NATIVE_ACPI_TABLE_VERSION = 11_002_000
 PORT_ALIAS = "ua-gpupass-port"
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
-# The same test model.py applies to the model's own OVMF paths.
-SECURE_BOOT_FILE = re.compile(r"secboot|\.ms\.fd$|snakeoil", re.IGNORECASE)
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
 IMAGES_DIR = Path("/var/lib/libvirt/images")
 BACKUP_DIR = paths.STATE_DIR / "domains"
@@ -113,16 +108,6 @@ def hostdev_path(function: PciFunction) -> str:
     )
 
 
-def alias(function: PciFunction) -> str:
-    """A user alias (libvirt keeps ``ua-`` aliases) that <qemu:override> names the device by."""
-    return "ua-gpupass-" + re.sub(r"[:.]", "-", function.address)
-
-
-def subsystem_id(function: PciFunction) -> str:
-    """The function's PCI subsystem vendor:device id, '' when the model does not know it."""
-    return getattr(function, "subsystem_id", "") or ""
-
-
 def _guest_bus(editor: Editor, ctx: Context) -> int:
     """The guest bus (a pcie-root-port) for the functions' one slot.
 
@@ -158,9 +143,9 @@ def piece_hostdevs(editor: Editor, ctx: Context) -> None:
             rom = editor.ensure(f"{path}/rom")
             editor.set(rom, f"{path}/rom", "bar", "on")
             editor.set(rom, f"{path}/rom", "file", ctx.vbios)
-        if subsystem_id(function):
+        if function.subsystem_id:
             name = editor.ensure(f"{path}/alias")
-            editor.set(name, f"{path}/alias", "name", alias(function))
+            editor.set(name, f"{path}/alias", "name", function.alias)
         address_path = f"{path}/address[@type='pci']"
         address = editor.ensure(address_path)
         wanted = {"domain": "0x0000", "bus": f"0x{bus:02x}", "slot": "0x00", "function": f"0x{number:x}"}
@@ -171,11 +156,10 @@ def piece_hostdevs(editor: Editor, ctx: Context) -> None:
 
 def piece_subsystem_ids(editor: Editor, ctx: Context) -> None:
     for function in ctx.model.gpu.functions:
-        sub = subsystem_id(function)
-        if not sub:
+        if not function.subsystem_id:
             continue
-        vendor, _, device = sub.partition(":")
-        device_path = f"qemu:override/qemu:device[@alias='{alias(function)}']/qemu:frontend"
+        vendor, _, device = function.subsystem_id.partition(":")
+        device_path = f"qemu:override/qemu:device[@alias='{function.alias}']/qemu:frontend"
         for name, value in (("x-pci-sub-vendor-id", vendor), ("x-pci-sub-device-id", device)):
             path = f"{device_path}/qemu:property[@name='{name}']"
             prop = editor.ensure(path)
@@ -232,9 +216,9 @@ def secure_boot(root: ET.Element) -> str:
     nvram = os_.find("nvram")
     if loader is not None and loader.get("secure") == "yes":
         return f"its loader has secure='yes' ({(loader.text or '').strip() or 'no file'})"
-    if loader is not None and SECURE_BOOT_FILE.search(loader.text or ""):
+    if loader is not None and SECURE_BOOT_LOADER.search(loader.text or ""):
         return f"its loader {(loader.text or '').strip()} is a Secure Boot build"
-    if nvram is not None and SECURE_BOOT_FILE.search(nvram.get("template", "")):
+    if nvram is not None and SECURE_BOOT_LOADER.search(nvram.get("template", "")):
         return f"its NVRAM template {nvram.get('template')} enrolls Secure Boot keys"
     if os_.get("firmware") == "efi":
         for feature in os_.iterfind("firmware/feature"):
@@ -296,13 +280,14 @@ def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
 
 Piece = Callable[[Editor, Context], None]
 # (name in messages, function), in the order attach applies them.
+FIRMWARE_PIECE = "firmware without Secure Boot"
 PIECES: tuple[tuple[str, Piece], ...] = (
     ("hostdevs (one multifunction guest slot, vBIOS rom)", piece_hostdevs),
     ("PCI subsystem ids", piece_subsystem_ids),
     ("64-bit MMIO window", piece_mmio_window),
     ("battery table", piece_battery_table),
     ("SMBIOS sysinfo", piece_smbios),
-    ("firmware without Secure Boot", piece_firmware),
+    (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
     ("Hyper-V vendor id", piece_hyperv_vendor_id),
     ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
@@ -324,18 +309,23 @@ def missing_pieces(domain_xml: str, model: Model, host_cpus: Iterable[int] = ())
     battery table counts in either form (native element or QEMU argument); emulator
     pinning is checked only when ``host_cpus`` is given.
     """
-    lines = []
+    return [f"{name}: {what}" for name, what in missing(domain_xml, model, host_cpus)]
+
+
+def missing(domain_xml: str, model: Model, host_cpus: Iterable[int] = ()) -> list[tuple[str, str]]:
+    """``missing_pieces`` as (piece name, what it lacks) pairs."""
+    found = []
     for name, piece in PIECES:
         ctx = Context(model, host_cpus=tuple(host_cpus))
         editor = Editor(xmledit.parse(domain_xml), owner=model.package)
         try:
             piece(editor, ctx)
         except GpupassError as e:
-            lines.append(f"{name}: {'; '.join(e.problems)}")
+            found.append((name, "; ".join(e.problems)))
             continue
         if editor.changes:
-            lines.append(f"{name}: {_readable('; '.join(editor.changes), model)}")
-    return lines
+            found.append((name, _readable("; ".join(editor.changes), model)))
+    return found
 
 
 def _readable(text: str, model: Model) -> str:
@@ -462,13 +452,7 @@ def detach(conn, name: str, *, dry_run: bool = False, backup_dir: Path = BACKUP_
 def create_disk(path: Path, size_gib: int) -> None:
     if path.exists():
         raise GpupassError(f"{path} exists already; not overwriting it", hint=f"use it with --disk {path}")
-    qemu_img = shutil.which("qemu-img")
-    if qemu_img is None:
-        raise GpupassError("qemu-img not found", hint="install qemu-utils")
-    command = [qemu_img, "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        raise GpupassError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
+    command.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"], "qemu-utils")
 
 
 def define_xml(

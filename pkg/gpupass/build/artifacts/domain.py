@@ -18,11 +18,6 @@ class Hostdev:
     guest_function: int
 
     @property
-    def alias(self) -> str:
-        """libvirt user alias ("ua-" prefix), by which <qemu:override> names the device."""
-        return f"ua-gpupass-{self.guest_function}"
-
-    @property
     def subsystem_vendor(self) -> int:
         """For x-pci-sub-vendor-id (libvirt takes an unsigned property value in decimal)."""
         return int(self.function.subsystem_id.split(":")[0], 16)

@@ -1,0 +1,658 @@
+"""gpupass doctor against fixture trees: a fully set-up aurora-z laptop, then one broken piece at a time.
+
+The trees come from tests/sysfs.py (with the files doctor reads besides sysfs: the vBIOS, OVMF,
+AppArmor, modules.builtin); the initramfs listing and libvirt's answers are handed in as data
+(``doctor.Initramfs``, ``doctor.Libvirt``), as gather() would have read them. The tool-tier
+test at the end asks a real libvirtd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from gpupass import cli, model
+from gpupass.build import render
+from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
+
+from .conftest import ROOT
+from .layouts import AURORA_Z
+from .libvirt import Daemon
+from .strategies import machines
+from .sysfs import changed
+from .test_vbios import GPU_ROM
+
+AURORA = model.load(ROOT / "models" / "aurora-z.toml")
+KERNEL = "6.1.0-28-amd64"
+CMDLINE = f"BOOT_IMAGE=/vmlinuz-{KERNEL} root=/dev/mapper/root ro quiet splash"
+SET_UP_CMDLINE = f"{CMDLINE} intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291"
+ASLEEP = {"runtime_status": "suspended", "power_control": "auto", "power_state": "D3cold"}
+SET_UP_PCI = {
+    **AURORA_Z.devices,
+    "0000:00:01.0": dataclasses.replace(AURORA_Z.devices["0000:00:01.0"], driver="pcieport", **ASLEEP),
+    "0000:01:00.0": dataclasses.replace(AURORA_Z.devices["0000:01:00.0"], driver="vfio-pci", **ASLEEP),
+    "0000:01:00.1": dataclasses.replace(AURORA_Z.devices["0000:01:00.1"], driver="vfio-pci", **ASLEEP),
+}
+# Debian builds vfio-pci as a module: modules.builtin lists others, the initramfs has it.
+BUILTIN = ("kernel/drivers/pci/pcie/portdrv.ko", "kernel/drivers/iommu/intel/iommu.ko")
+INITRAMFS = doctor.Initramfs(
+    f"/boot/initrd.img-{KERNEL}",
+    (
+        "usr/lib/modprobe.d/gpupass-aurora-z.conf",
+        f"usr/lib/modules/{KERNEL}/kernel/drivers/vfio/vfio.ko",
+        f"usr/lib/modules/{KERNEL}/kernel/drivers/vfio/pci/vfio-pci-core.ko",
+        f"usr/lib/modules/{KERNEL}/kernel/drivers/vfio/pci/vfio-pci.ko",
+    ),
+)
+# Debian 13's abstraction (libvirt 11.3) ends with the include; Debian 12's (libvirt 9.0) has none.
+ABSTRACTION = "  #include <abstractions/base>\n  include if exists <local/abstractions/libvirt-qemu>\n"
+READS_DROP_INS = ABSTRACTION + "  include if exists <abstractions/libvirt-qemu.d>\n"
+LAPTOP_CPUS = tuple(range(12))
+DEFINED = vm.define_xml(
+    render.render_all(AURORA)["usr/share/gpupass/domain.xml"].decode(),
+    AURORA,
+    name="win11-gpu",
+    disk=Path("/var/lib/libvirt/images/win11-gpu.qcow2"),
+    host_cpus=LAPTOP_CPUS,
+)
+
+
+def libvirt(domain_xml: str | None = DEFINED, active: bool = False) -> doctor.Libvirt:
+    domains = ("win11-gpu",) if domain_xml else ()
+    return doctor.Libvirt(
+        "qemu:///system", survey=libvirtconn.Survey(9_000_000, LAPTOP_CPUS, domains, domain_xml, active)
+    )
+
+
+def laptop(
+    tmp_path: Path,
+    *,
+    devices=SET_UP_PCI,
+    cmdline: str = SET_UP_CMDLINE,
+    vbios: bytes | None = GPU_ROM.rom,
+    abstraction: str = READS_DROP_INS,
+    disable_idle_d3: str = "N",
+) -> Path:
+    """The aurora-z laptop after install and reboot, VM defined and shut off (or as changed)."""
+    root = AURORA_Z.build(
+        tmp_path / "root",
+        devices=devices,
+        cmdline=cmdline,
+        kernel_release=KERNEL,
+        modules_builtin=BUILTIN,
+        kvm=True,
+        disable_idle_d3=disable_idle_d3,
+    )
+    files = {
+        "usr/share/OVMF/OVMF_CODE_4M.fd": b"\0" * 16,
+        "usr/share/OVMF/OVMF_VARS_4M.fd": b"\0" * 16,
+        "etc/apparmor.d/abstractions/libvirt-qemu": abstraction.encode(),
+    }
+    if vbios is not None:
+        files["var/lib/gpupass/vbios.rom"] = vbios
+    for path, data in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    return root
+
+
+def run(root: Path, *, initramfs=INITRAMFS, lv=None, as_json: bool = False) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    status = doctor.cli(
+        AURORA, root, initramfs=initramfs, libvirt=lv if lv is not None else libvirt(), as_json=as_json, out=out
+    )
+    return status, out.getvalue().splitlines()
+
+
+SET_UP = [
+    "gpupass doctor: MECHREVO Aurora Z (gpupass-aurora-z)",
+    "ok: CPU virtualisation is on (vmx, /dev/kvm)",
+    "ok: the IOMMU is on (ACPI DMAR table, dmar0, 5 IOMMU groups)",
+    "ok: the kernel command line has intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291",
+    "ok: 0000:01:00.0 (gpu 10de:25a2) is bound to vfio-pci",
+    "ok: 0000:01:00.1 (audio 10de:2291) is bound to vfio-pci",
+    f"ok: vfio-pci is in the initramfs /boot/initrd.img-{KERNEL}",
+    "ok: IOMMU group 14 holds only 0000:01:00.0, 0000:01:00.1 and PCI bridge 0000:00:01.0",
+    "ok: vBIOS /var/lib/gpupass/vbios.rom: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
+    "ok: OVMF without Secure Boot is there (/usr/share/OVMF/OVMF_CODE_4M.fd, /usr/share/OVMF/OVMF_VARS_4M.fd)",
+    "ok: libvirt 9.0.0 answers at qemu:///system",
+    "ok: AppArmor: libvirt's QEMU abstraction reads /etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+    "ok: VM win11-gpu holds every passthrough piece (hostdevs on one multifunction slot, vBIOS rom, MMIO window,"
+    " battery table, SMBIOS, no Secure Boot)",
+    "ok: power: the dGPU 0000:01:00.0 (D3cold) and its root port 0000:00:01.0 (D3cold) are runtime-suspended"
+    " while the VM is off",
+    "13 ok, 0 warnings, 0 failures",
+]
+
+
+def test_a_fully_set_up_laptop_is_all_ok(tmp_path: Path) -> None:
+    assert run(laptop(tmp_path)) == (0, SET_UP)
+
+
+def problems(lines: list[str]) -> list[str]:
+    """The lines that are not ok, without the header and the summary."""
+    return [line for line in lines[1:-1] if not line.startswith("ok: ")]
+
+
+SOFTDEP_AUDIO = (
+    'add "softdep snd_hda_intel pre: vfio-pci" to /etc/modprobe.d/gpupass-local.conf,'
+    " then sudo update-initramfs -u (or sudo dracut --force) and reboot"
+)
+
+
+def test_the_audio_function_on_snd_hda_intel(tmp_path: Path) -> None:
+    """snd_hda_intel got the audio function first: it is named, with the softdep; and the dGPU's slot stays awake."""
+    awake = {"runtime_status": "active", "power_control": "auto", "power_state": "D0"}
+    devices = changed(SET_UP_PCI, "0000:01:00.1", driver="snd_hda_intel", **awake)
+    devices = changed(devices, "0000:01:00.0", **awake)
+    devices = changed(devices, "0000:00:01.0", **awake)
+    status, lines = run(laptop(tmp_path, devices=devices))
+    assert status == 1
+    assert problems(lines) == [
+        f"fail: 0000:01:00.1 (audio 10de:2291) is held by snd_hda_intel, not vfio-pci (fix: {SOFTDEP_AUDIO})",
+        "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0),"
+        " 0000:01:00.1 active (D0), 0000:00:01.0 active (D0); 0000:01:00.1 is on the host driver snd_hda_intel"
+        f" (fix: {SOFTDEP_AUDIO})",
+    ]
+    assert lines[-1] == "11 ok, 0 warnings, 2 failures"
+
+
+def test_a_driver_named_apart_from_its_module_gets_the_modules_softdep(tmp_path: Path) -> None:
+    """A USB function held by xhci_hcd: the softdep names the module, xhci_pci."""
+    devices = changed(SET_UP_PCI, "0000:01:00.1", driver="xhci_hcd")
+    status, lines = run(laptop(tmp_path, devices=devices))
+    assert problems(lines) == [
+        "fail: 0000:01:00.1 (audio 10de:2291) is held by xhci_hcd, not vfio-pci (fix: add"
+        ' "softdep xhci_pci pre: vfio-pci" to /etc/modprobe.d/gpupass-local.conf, then sudo update-initramfs -u'
+        " (or sudo dracut --force) and reboot)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "cmdline,line",
+    [
+        (
+            f"{CMDLINE} intel_iommu=on iommu=pt",
+            "fail: the kernel command line lacks vfio-pci.ids=10de:25a2,10de:2291 (/proc/cmdline) (fix: sudo"
+            " update-grub, then reboot (/etc/default/grub.d/gpupass-aurora-z.cfg adds the arguments; without GRUB"
+            " add them to /etc/kernel/cmdline, then sudo kernel-install add-all))",
+        ),
+        (
+            # Whole tokens: intel_iommu=on is not iommu=on's prefix match, iommu=ptx is not iommu=pt.
+            f"{CMDLINE} intel_iommu=on iommu=ptx vfio-pci.ids=10de:25a2,10de:2291",
+            "fail: the kernel command line lacks iommu=pt (/proc/cmdline) (fix: sudo update-grub, then reboot"
+            " (/etc/default/grub.d/gpupass-aurora-z.cfg adds the arguments; without GRUB add them to"
+            " /etc/kernel/cmdline, then sudo kernel-install add-all))",
+        ),
+        (
+            f"{SET_UP_CMDLINE} iommu=off",
+            "fail: the kernel command line turns the IOMMU off (iommu=off) (fix: remove iommu=off from"
+            " GRUB_CMDLINE_LINUX* in /etc/default/grub (or /etc/kernel/cmdline), then sudo update-grub and reboot)",
+        ),
+    ],
+    ids=["vfio-pci.ids missing", "iommu=pt only as a prefix", "iommu=off"],
+)
+def test_kernel_arguments_are_whole_tokens(tmp_path: Path, cmdline: str, line: str) -> None:
+    status, lines = run(laptop(tmp_path, cmdline=cmdline))
+    assert (status, problems(lines)) == (1, [line])
+
+
+def test_the_module_parameter_may_be_spelt_with_an_underscore(tmp_path: Path) -> None:
+    cmdline = SET_UP_CMDLINE.replace("vfio-pci.ids", "vfio_pci.ids")
+    assert run(laptop(tmp_path, cmdline=cmdline))[0] == 0
+
+
+def test_no_vbios(tmp_path: Path) -> None:
+    status, lines = run(laptop(tmp_path, vbios=None))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM"
+            " from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+        ],
+    )
+
+
+def test_a_vbios_for_another_gpu(tmp_path: Path) -> None:
+    rom = bytearray(GPU_ROM.rom)
+    pcir = int.from_bytes(rom[0x18:0x1A], "little")
+    rom[pcir + 6 : pcir + 8] = (0x25A0).to_bytes(2, "little")  # the first image's device id
+    rom[2 * 512 - 1] = (rom[2 * 512 - 1] - sum(rom[: 2 * 512])) % 256  # its checksum kept right
+    status, lines = run(laptop(tmp_path, vbios=bytes(rom)))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: /var/lib/gpupass/vbios.rom: image 1: PCIR says 10de:25a0, the GPU is 10de:25a2 (fix: replace it"
+            " with a valid ROM: take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+        ],
+    )
+
+
+def test_a_secure_boot_loader(tmp_path: Path) -> None:
+    secure = DEFINED.replace(">/usr/share/OVMF/OVMF_CODE_4M.fd<", ">/usr/share/OVMF/OVMF_CODE_4M.secboot.fd<")
+    assert secure != DEFINED
+    status, lines = run(laptop(tmp_path), lv=libvirt(secure))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: VM win11-gpu boots a Secure Boot firmware: its loader /usr/share/OVMF/OVMF_CODE_4M.secboot.fd is a"
+            " Secure Boot build (fix: shut the VM off, then sudo gpupass vm attach win11-gpu)"
+        ],
+    )
+
+
+def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
+    root = vm.xmledit.parse(DEFINED)
+    devices = root.find("devices")
+    for hostdev in devices.findall("hostdev"):
+        devices.remove(hostdev)
+    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    assert status == 1
+    assert problems(lines) == [
+        "fail: VM win11-gpu lacks hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
+        " add hostdev 0000:01:00.0; add hostdev 0000:01:00.1 (fix: shut the VM off, then sudo gpupass vm attach"
+        " win11-gpu)"
+    ]
+
+
+def test_no_vm(tmp_path: Path) -> None:
+    status, lines = run(laptop(tmp_path), lv=libvirt(None))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: no libvirt domain win11-gpu (domains: none) (fix: sudo gpupass vm define win11-gpu, or for a VM of"
+            " your own: sudo gpupass vm attach NAME, then gpupass doctor --vm NAME)"
+        ],
+    )
+
+
+def test_the_dgpu_kept_in_d0_by_power_control_on(tmp_path: Path) -> None:
+    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_control="on", power_state="D0")
+    devices = changed(devices, "0000:00:01.0", runtime_status="active", power_state="D0")
+    status, lines = run(laptop(tmp_path, devices=devices))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0),"
+            " 0000:00:01.0 active (D0); 0000:01:00.0 has power/control=on (fix: echo auto | sudo tee"
+            " /sys/bus/pci/devices/0000:01:00.0/power/control, and remove what sets it (a udev rule, TLP's"
+            " RUNTIME_PM_ON_AC=on))"
+        ],
+    )
+
+
+def test_vfio_pci_told_not_to_idle(tmp_path: Path) -> None:
+    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
+    status, lines = run(laptop(tmp_path, devices=devices, disable_idle_d3="Y"))
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0);"
+            " vfio-pci has disable_idle_d3=Y (fix: remove disable_idle_d3 from vfio-pci's options (/etc/modprobe.d,"
+            " the kernel command line), then reboot)"
+        ],
+    )
+
+
+def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> None:
+    """Only warnings: exit status 2."""
+    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
+    status, lines = run(laptop(tmp_path, devices=devices))
+    assert (status, problems(lines)) == (
+        2,
+        [
+            "warn: power: the dGPU stays awake while the VM is off, costing battery: 0000:01:00.0 active (D0);"
+            " nothing gpupass knows of keeps it so (fix: something may be using it (lspci -vv, nvidia-smi, reading"
+            " its rom wake it; it suspends after a few idle seconds): run gpupass doctor again)"
+        ],
+    )
+    assert lines[-1] == "12 ok, 1 warning, 0 failures"
+
+
+def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:
+    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
+    status, lines = run(laptop(tmp_path, devices=devices), lv=libvirt(active=True))
+    assert status == 0
+    assert lines[-2] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
+
+
+def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:
+    listing = doctor.Initramfs(INITRAMFS.image, INITRAMFS.files[:2])
+    status, lines = run(laptop(tmp_path), initramfs=listing)
+    assert (status, problems(lines)) == (
+        1,
+        [
+            f"fail: vfio-pci is not in the initramfs /boot/initrd.img-{KERNEL} (nor built into the kernel {KERNEL})"
+            " (fix: sudo update-initramfs -u (or sudo dracut --force), then reboot)"
+        ],
+    )
+
+
+def test_vfio_pci_built_in_needs_no_initramfs(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    (root / f"lib/modules/{KERNEL}/modules.builtin").write_text("kernel/drivers/vfio/pci/vfio-pci.ko\n")
+    status, lines = run(root, initramfs=doctor.Initramfs(INITRAMFS.image, problem="not listed"))
+    assert status == 0
+    assert f"ok: vfio-pci is built into the kernel {KERNEL}" in lines
+
+
+def test_an_initramfs_that_cannot_be_listed_is_a_warning(tmp_path: Path) -> None:
+    """What list_initramfs says where neither lister is installed (its text is tested in the tool tier)."""
+    unlisted = doctor.Initramfs(
+        INITRAMFS.image, problem="cannot list it: neither lsinitramfs nor lsinitrd is installed", fix="install one"
+    )
+    status, lines = run(laptop(tmp_path), initramfs=unlisted)
+    assert (status, problems(lines)) == (
+        2,
+        ["warn: cannot list it: neither lsinitramfs nor lsinitrd is installed (fix: install one)"],
+    )
+
+
+def test_apparmor_without_the_include(tmp_path: Path) -> None:
+    """Debian 12's libvirt 9.0: the line to add, where the package's notice says."""
+    root = laptop(tmp_path, abstraction=ABSTRACTION)
+    status, lines = run(root)
+    fail = (
+        "fail: AppArmor: libvirt's QEMU abstraction does not read"
+        " /etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z, so the VM may be denied the vBIOS and the"
+        " battery table (fix: echo 'include if exists <abstractions/libvirt-qemu.d>' | sudo tee -a"
+        " /etc/apparmor.d/local/abstractions/libvirt-qemu)"
+    )
+    assert (status, problems(lines)) == (1, [fail])
+    # After the fix, as the admin makes it:
+    local = root / "etc/apparmor.d/local/abstractions/libvirt-qemu"
+    local.parent.mkdir(parents=True)
+    local.write_text("include if exists <abstractions/libvirt-qemu.d>\n")
+    assert run(root)[0] == 0
+
+
+def test_libvirt_unreachable_and_its_python_api_missing(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    down = doctor.Libvirt(
+        "qemu:///system",
+        problem="cannot connect to libvirt at qemu:///system: Failed to connect socket to"
+        " '/var/run/libvirt/libvirt-sock': No such file or directory",
+    )
+    status, lines = run(root, lv=down)
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: cannot connect to libvirt at qemu:///system: Failed to connect socket to"
+            " '/var/run/libvirt/libvirt-sock': No such file or directory (fix: sudo systemctl start libvirtd (or"
+            " virtqemud.socket, where libvirt's modular daemons run), and run gpupass doctor as root or as a member"
+            " of the libvirt group)",
+            "warn: VM win11-gpu not checked: libvirt not reached (fix: see the libvirt check)",
+        ],
+    )
+    no_api = doctor.Libvirt(
+        "qemu:///system", problem="libvirt's Python API is not installed (import libvirt failed)", no_python_api=True
+    )
+    status, lines = run(root, lv=no_api)
+    assert (status, problems(lines)[0]) == (
+        2,
+        "warn: libvirt not checked: libvirt's Python API is not installed (import libvirt failed)"
+        " (fix: sudo apt install python3-libvirt)",
+    )
+
+
+def test_json_for_scripts(tmp_path: Path) -> None:
+    status, lines = run(laptop(tmp_path, vbios=None), as_json=True)
+    findings = json.loads("\n".join(lines))
+    assert status == 1
+    assert [f["status"] for f in findings] == ["ok"] * 7 + ["fail"] + ["ok"] * 5
+    assert findings[7] == {
+        "check": "vbios",
+        "status": "fail",
+        "what": "no vBIOS at /var/lib/gpupass/vbios.rom",
+        "fix": "sudo gpupass vbios extract, or take the GPU's ROM from the laptop's BIOS update:"
+        " sudo gpupass vbios import FILE",
+    }
+
+
+NOTHING_SET_UP = [
+    "gpupass doctor: MECHREVO Aurora Z (gpupass-aurora-z)",
+    "fail: CPU virtualisation is off: no vmx flag in /proc/cpuinfo (fix: enable Intel VT-x (virtualisation) in the"
+    " firmware setup)",
+    "fail: no ACPI DMAR table (/sys/firmware/acpi/tables/DMAR): the firmware exposes no IOMMU (fix: enable VT-d"
+    " (IOMMU) in the firmware setup)",
+    "fail: cannot read /proc/cmdline (fix: run gpupass doctor on the laptop itself)",
+    "fail: 0000:01:00.0 (gpu 10de:25a2): no PCI device there (fix: switch the dGPU on in the firmware setup (hybrid"
+    " graphics); gpupass check tells whether this is the laptop of the model)",
+    "fail: 0000:01:00.1 (audio 10de:2291): no PCI device there (fix: switch the dGPU on in the firmware setup"
+    " (hybrid graphics); gpupass check tells whether this is the laptop of the model)",
+    "warn: cannot tell the running kernel (no /proc/sys/kernel/osrelease) (fix: run gpupass doctor on the laptop"
+    " itself)",
+    "warn: the IOMMU groups are not checked: there are none (the IOMMU is off) (fix: see the IOMMU check)",
+    "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM from the"
+    " laptop's BIOS update: sudo gpupass vbios import FILE)",
+    "fail: no OVMF firmware file /usr/share/OVMF/OVMF_CODE_4M.fd, /usr/share/OVMF/OVMF_VARS_4M.fd (fix: sudo apt"
+    " install ovmf)",
+]
+
+
+def test_a_machine_where_nothing_is_set_up(tmp_path: Path) -> None:
+    """An empty root: every check still answers, none with a traceback."""
+    root = tmp_path / "empty"
+    root.mkdir()
+    status, lines = run(root, initramfs=None, lv=libvirt(None))
+    assert status == 1
+    assert lines[: len(NOTHING_SET_UP)] == NOTHING_SET_UP
+    assert lines[len(NOTHING_SET_UP) :] == [
+        "ok: libvirt 9.0.0 answers at qemu:///system",
+        "ok: AppArmor: no /etc/apparmor.d/abstractions/libvirt-qemu here, nothing confines QEMU's files",
+        "fail: no libvirt domain win11-gpu (domains: none) (fix: sudo gpupass vm define win11-gpu, or for a VM of"
+        " your own: sudo gpupass vm attach NAME, then gpupass doctor --vm NAME)",
+        "warn: power: not checked: no PCI device at 0000:01:00.0 (fix: see the vfio-pci checks)",
+        "2 ok, 3 warnings, 8 failures",
+    ]
+
+
+def test_the_command_on_a_machine_where_nothing_is_set_up(tmp_path: Path) -> None:
+    """The real command, libvirt asked at a socket that is not there: exit 1, no traceback."""
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "gpupass", "doctor", "--model", "aurora-z", "--root", str(tmp_path / "empty"),
+         "--connect", f"qemu:///system?socket={tmp_path}/no-libvirt-sock"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, "")
+    lines = result.stdout.splitlines()
+    assert lines[: len(NOTHING_SET_UP)] == NOTHING_SET_UP
+    assert lines[-1].endswith("failures")
+    # Without --model and no package installed: the one error, no traceback.
+    result = subprocess.run([sys.executable, "-m", "gpupass", "doctor"], capture_output=True, text=True, cwd=ROOT)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "gpupass: /usr/share/gpupass/models: 0 model files (expected the installed package's one)\n"
+        "gpupass: hint: install a gpupass-<model> package, or pass --model\n"
+    )
+
+
+def test_the_command_checks_the_vm_named_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--vm, --connect and --json reach doctor; the libvirt answer is this test's Python's own."""
+    root = laptop(tmp_path)
+    argv = ["doctor", "--model", "aurora-z", "--root", str(root), "--vm", "mine", "--json"]
+    status = cli.main([*argv, "--connect", f"qemu:///system?socket={tmp_path}/no-libvirt-sock"])
+    findings = {f["check"]: f for f in json.loads(capsys.readouterr().out)}
+    assert findings["vm"] == {
+        "check": "vm",
+        "status": "warn",
+        "what": "VM mine not checked: libvirt not reached",
+        "fix": "see the libvirt check",
+    }
+    # Without python3-libvirt a warning, with it a daemon that cannot be reached: a failure.
+    no_api = importlib.util.find_spec("libvirt") is None
+    assert (findings["libvirt"]["status"], status) == (("warn", 2) if no_api else ("fail", 1))
+    # The tree has no initramfs image for the kernel: that, too, is only a warning.
+    assert findings["initramfs"]["what"] == f"no initramfs image /boot/initrd.img-{KERNEL} for the running kernel"
+
+
+def test_the_snapshot_holds_what_doctor_reads(tmp_path: Path) -> None:
+    """machine.read takes the new fields from the tree: kernel, /dev/kvm, vfio-pci's parameter, driver modules."""
+    snapshot = machine.read(laptop(tmp_path, disable_idle_d3="Y"))
+    assert (snapshot.kernel_release, snapshot.kvm_device, snapshot.vfio_pci_disable_idle_d3) == (KERNEL, True, "Y")
+    gpu = snapshot.device("0000:01:00.0")
+    assert (gpu.driver, gpu.driver_module, gpu.runtime_status, gpu.power_control, gpu.power_state) == (
+        "vfio-pci",
+        "vfio_pci",
+        "suspended",
+        "auto",
+        "D3cold",
+    )
+    assert gpu.upstream == ("0000:00:01.0",)
+
+
+def cpio_newc(files: dict[str, bytes]) -> bytes:
+    """An initramfs as the kernel reads it: a "newc" cpio archive (mode, size, name; 4-byte aligned)."""
+
+    def pad(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 4)
+
+    out = b""
+    for number, (name, data) in enumerate([*files.items(), ("TRAILER!!!", b"")], start=1):
+        mode = 0o100644 if name != "TRAILER!!!" else 0
+        fields = [number, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        out += pad(b"070701" + "".join(f"{v:08x}" for v in fields).encode() + name.encode() + b"\0")
+        out += pad(data)
+    return out + b"\0" * (-len(out) % 512)
+
+
+def test_no_initramfs_lister_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop without lsinitramfs and lsinitrd (none on PATH): a warning with what to install."""
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc({"init": b""})))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"cannot list /boot/initrd.img-{KERNEL}: neither lsinitramfs nor lsinitrd is installed",
+        fix="sudo apt install initramfs-tools-core (lsinitramfs) or dracut (lsinitrd)",
+    )
+
+
+def test_no_initramfs_image(tmp_path: Path) -> None:
+    assert doctor.list_initramfs(laptop(tmp_path), KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"no initramfs image /boot/initrd.img-{KERNEL} for the running kernel",
+        fix=f"sudo update-initramfs -c -k {KERNEL} (or sudo dracut --force --kver {KERNEL})",
+    )
+
+
+@pytest.mark.tool
+@pytest.mark.parametrize("has_vfio_pci", [True, False], ids=["with", "without"])
+def test_the_initramfs_as_lsinitramfs_lists_it(tmp_path: Path, has_vfio_pci: bool) -> None:
+    """initramfs-tools' own lister reads the image; doctor finds vfio-pci (compressed, as Debian 13 ships it) in it."""
+    modules = f"usr/lib/modules/{KERNEL}/kernel/drivers/vfio"
+    files = {"init": b"#!/bin/sh\n", f"{modules}/vfio.ko.xz": b"x"}
+    if has_vfio_pci:
+        files[f"{modules}/pci/vfio-pci.ko.xz"] = b"x"
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc(files)))
+    listing = doctor.list_initramfs(root, KERNEL)
+    assert (listing.problem, f"{modules}/vfio.ko.xz" in listing.files) == ("", True)
+    status, lines = run(root, initramfs=listing)
+    if has_vfio_pci:
+        assert (status, lines) == (0, SET_UP)
+    else:
+        assert problems(lines) == [
+            f"fail: vfio-pci is not in the initramfs /boot/initrd.img-{KERNEL} (nor built into the kernel {KERNEL})"
+            " (fix: sudo update-initramfs -u (or sudo dracut --force), then reboot)"
+        ]
+
+
+CHECK_NAMES = ["cpu", "iommu", "cmdline", "vfio-pci", "initramfs", "group", "vbios", "ovmf", "libvirt", "apparmor",
+               "vm", "power"]  # fmt: skip
+
+
+@settings(max_examples=int(os.environ.get("GPUPASS_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(machines())
+def test_doctor_answers_every_check_on_any_machine(snapshot_: machine.Machine) -> None:
+    """On every generated laptop, with the model probe makes of it: each check answers, none raises,
+    and the exit status follows the findings. The strategy's devices have no driver and sleep."""
+    result = probe.probe(snapshot_)
+    probed = model.parse(result.toml(), result.model_id, "probe")
+    facts = doctor.Facts(probed.vm.name, None, None, None, "", frozenset(), {}, libvirt(None))
+    findings = doctor.diagnose(probed, snapshot_, facts)
+    assert list(dict.fromkeys(f.check for f in findings)) == CHECK_NAMES
+    assert [f.line() for f in findings if f.check == "vfio-pci"] == [
+        f"fail: {fn.address} ({fn.role} {fn.id}) is bound to no driver (fix: sudo modprobe vfio-pci (it claims the"
+        " ids of vfio-pci.ids= on the kernel command line))"
+        for fn in probed.gpu.functions
+    ]
+    power = [f for f in findings if f.check == "power"]
+    assert [f.status for f in power] == ["ok"] and "runtime-suspended" in power[0].what
+    assert doctor.exit_status(findings) == 1
+
+
+@pytest.mark.tool
+def test_a_damaged_initramfs_is_a_warning_with_the_listers_words(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    (root / "boot").mkdir()
+    (root / f"boot/initrd.img-{KERNEL}").write_bytes(b"not an image")
+    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+        f"/boot/initrd.img-{KERNEL}",
+        problem=f"cannot list /boot/initrd.img-{KERNEL}: lsinitramfs {root}/boot/initrd.img-{KERNEL} failed (2):"
+        " cpio: premature end of archive",
+        fix="run gpupass doctor as root; if it still fails, rebuild the image: sudo update-initramfs -u"
+        " (or sudo dracut --force)",
+    )
+
+
+# Against a real libvirtd (tool tier) ---------------------------------------------------
+
+
+@pytest.mark.tool
+def test_libvirt_facts_from_a_real_daemon(libvirtd: Daemon, tmp_path: Path) -> None:
+    """query_libvirt reads the defined domain back; a domain libvirt kept is still whole for doctor."""
+    from .test_libvirt import has_kvm, without_kvm
+
+    xml = DEFINED if has_kvm(libvirtd) else without_kvm(DEFINED.encode()).decode()
+    (tmp_path / "domain.xml").write_text(xml)
+    libvirtd.virsh("define", str(tmp_path / "domain.xml"))
+    try:
+        facts = doctor.query_libvirt(libvirtd.uri, "win11-gpu")
+        assert facts.problem == ""
+        survey = facts.survey
+        assert survey.domains == ("win11-gpu",) and survey.domain_active is False
+        assert survey.version >= 9_000_000 and survey.host_cpus
+        # As on the laptop, whose CPUs the domain's emulator pinning was made for.
+        on_the_laptop = dataclasses.replace(facts, survey=dataclasses.replace(survey, host_cpus=LAPTOP_CPUS))
+        assert [f.line() for f in doctor.check_vm(AURORA, None, _facts(on_the_laptop))] == [SET_UP[-3]]
+        missing = doctor.query_libvirt(libvirtd.uri, "no-such-vm")
+        assert (missing.problem, missing.survey.domain_xml) == ("", None)
+    finally:
+        libvirtd.virsh("undefine", "--nvram", "win11-gpu")
+    down = doctor.query_libvirt(f"qemu:///system?socket={tmp_path}/no-sock", "win11-gpu")
+    assert down.problem == (
+        f"cannot connect to libvirt at qemu:///system?socket={tmp_path}/no-sock: Failed to connect socket to"
+        f" '{tmp_path}/no-sock': No such file or directory"
+    )
+
+
+def _facts(lv: doctor.Libvirt) -> doctor.Facts:
+    return doctor.Facts("win11-gpu", None, None, None, "", frozenset(), {}, lv)
+
+
+def test_the_laptop_sides_command_runner_names_the_package_and_shows_stderr() -> None:
+    from gpupass.errors import ToolError
+    from gpupass.laptop import command
+
+    absent = "gpupass-no-such-program"  # (a name test_install_deps need not know)
+    with pytest.raises(ToolError) as missing:
+        command.run([absent, "x"], "some-package")
+    assert missing.value.lines() == ["gpupass-no-such-program not found", "hint: install some-package"]
+    with pytest.raises(ToolError) as failed:
+        command.run(["sh", "-c", "echo oops >&2; exit 3"], "dash")
+    assert failed.value.lines() == ["sh -c echo oops >&2; exit 3 failed (3): oops"]
+    assert command.run(["sh", "-c", "echo listed"], "dash") == "listed\n"
