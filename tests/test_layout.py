@@ -81,7 +81,7 @@ def test_the_source_trees_help_lists_the_maintainers_commands_after_them() -> No
     listed = re.findall(r"^    ([a-z][a-z-]*)", result.stdout, re.M)
     assert listed == [
         "check", "probe", "doctor", "vbios", "vm",
-        "models", "validate", "preview", "render", "build-deb", "build-source", "publish",
+        "models", "validate", "preview", "render", "build-deb", "build-source", "build-all", "publish", "ppa",
     ]  # fmt: skip
 
 
