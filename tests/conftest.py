@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path
 
 
 @pytest.fixture
-def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A throwaway key in a private keyring ($GNUPGHOME); returns its fingerprint."""
+def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A throwaway key in a private keyring ($GNUPGHOME); yields its fingerprint, then stops
+    the gpg-agent that keyring started."""
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     monkeypatch.setenv("GNUPGHOME", str(home))
@@ -68,7 +70,8 @@ def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     listing = subprocess.run(
         ["gpg", "--batch", "--with-colons", "--list-secret-keys"], check=True, capture_output=True, text=True
     ).stdout
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    yield next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
 def git(repo: Path, *args: str) -> str:

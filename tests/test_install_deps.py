@@ -35,6 +35,7 @@ TEST_TOOLS = {
     "iasl": "acpica-tools",
     "reprepro": "reprepro",
     "gpg": "gnupg",
+    "gpgconf": "gpgconf",
     "git": "git",
     "nox": "nox",
     "dpkg-query": "dpkg",
