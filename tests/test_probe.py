@@ -319,12 +319,12 @@ def test_probe_of_any_valid_machine_validates_and_passes_check(snapshot_: machin
 def test_machine_strategy_reaches_the_interesting_cases() -> None:
     """Not stuck in a corner: hybrid Intel and AMD CPUs, a switch above the dGPU, four functions,
     IOMMU groups with bridges and none yet, every display class, no battery and no DMI strings."""
-    from hypothesis import Phase, find
+    from hypothesis import find
 
-    once = settings(max_examples=EXAMPLES, database=None, deadline=None, derandomize=True, phases=[Phase.generate])
+    from .test_properties import FIND
 
     def reaches(condition) -> None:
-        find(machines(), condition, settings=once)
+        find(machines(), condition, settings=FIND)
 
     reaches(lambda m: m.performance_cores is not None)
     reaches(lambda m: m.cpu_vendor_id == "AuthenticAMD" and any(len(c.core) == 2 for c in m.cpus))

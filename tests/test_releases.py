@@ -9,6 +9,7 @@ Ubuntu 24.04 (see chroot.RELEASES).
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,27 @@ APPARMOR_NOTICE = "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/"
 OLD_KERNEL = "6.1.0-0-amd64"
 
 
-@pytest.fixture(scope="session", params=chroot.releases(), ids=lambda r: r.name)
-def release_tarball(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """A system of the release with a kernel, its initramfs tool, GRUB's common files, and
-    libvirt with AppArmor (whose abstraction decides the AppArmor notice)."""
-    release: chroot.Release = request.param
+@pytest.fixture(scope="session")
+def release_tarballs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """For each release, a system with a kernel, its initramfs tool, GRUB's common files, and
+    libvirt with AppArmor (whose abstraction decides the AppArmor notice). Made all at once:
+    mmdebstrap waits on the mirror and on dpkg as much as on a core."""
     chroot.require_root_tools()
-    include = ("python3", release.initramfs, "linux-image-amd64", "grub2-common", "systemd")
-    include += ("libvirt-daemon-system", "apparmor", *release.extra)
-    tarball = chroot.make_tarball(tmp_path_factory.mktemp(release.name), include=include, suite=release.suite)
-    return release, tarball
+    releases = chroot.releases()
+    dests = [tmp_path_factory.mktemp(release.name) for release in releases]
+
+    def make(release: chroot.Release, dest: Path) -> Path:
+        include = ("python3", release.initramfs, "linux-image-amd64", "grub2-common", "systemd")
+        include += ("libvirt-daemon-system", "apparmor", *release.extra)
+        return chroot.make_tarball(dest, include=include, suite=release.suite)
+
+    with ThreadPoolExecutor(max_workers=len(releases)) as pool:
+        return dict(zip((r.name for r in releases), pool.map(make, releases, dests), strict=True))
+
+
+@pytest.fixture(scope="session", params=chroot.releases(), ids=lambda r: r.name)
+def release_tarball(request: pytest.FixtureRequest, release_tarballs: dict[str, Path]):
+    return request.param, release_tarballs[request.param.name]
 
 
 @pytest.fixture
