@@ -9,6 +9,7 @@ one ModelError with all of them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -357,3 +358,14 @@ def load(path: Path, source: str | None = None) -> Model:
 def to_dict(model: Model) -> dict[str, Any]:
     """The resolved model (defaults filled in) as plain data, for preview."""
     return dataclasses.asdict(model)
+
+
+def toml_value(v: Any) -> str:
+    """A field's value as TOML (the resolved model the package ships, probe's output)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # JSON string escapes are TOML basic-string escapes
+    return "[" + ", ".join(toml_value(item) for item in v) + "]"

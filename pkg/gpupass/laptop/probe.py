@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GpupassError
-from ..model import IOMMU_ARG
+from ..model import IOMMU_ARG, toml_value
 from .machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
 from .preflight import (
     CPU_VENDORS,
@@ -117,7 +117,7 @@ class Probed:
         for table in self.tables:
             if table.name:
                 lines += ["", f"[[{table.name}]]" if table.array else f"[{table.name}]"]
-            lines += [f"{f.key} = {_toml_value(f.value)}  # {_one_line(f.source)}" for f in table.fields]
+            lines += [f"{f.key} = {toml_value(f.value)}  # {_one_line(f.source)}" for f in table.fields]
         return "\n".join(lines) + "\n"
 
     def json(self) -> str:
@@ -128,16 +128,6 @@ class Probed:
             "warnings": list(self.warnings),
         }
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # JSON string escapes are TOML basic-string escapes
-    return "[" + ", ".join(_toml_value(item) for item in v) + "]"
 
 
 def _one_line(text: str) -> str:

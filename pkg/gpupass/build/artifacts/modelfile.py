@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from ... import paths
-from ...model import Model
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        # JSON string escapes are valid TOML basic-string escapes.
-        return json.dumps(v, ensure_ascii=False)
-    return "[" + ", ".join(_value(item) for item in v) + "]"
+from ...model import Model, toml_value
 
 
 def _table(obj: Any, prefix: str) -> list[str]:
@@ -34,7 +22,7 @@ def _table(obj: Any, prefix: str) -> list[str]:
             for item in value:
                 arrays += ["", f"[[{name}]]", *_table(item, name + ".")]
         else:
-            scalars.append(f"{f.name} = {_value(value)}")
+            scalars.append(f"{f.name} = {toml_value(value)}")
     return scalars + tables + arrays
 
 
