@@ -30,12 +30,25 @@ class Release:
     extra: tuple[str, ...] = ()  # more packages for the tests of this release only
 
 
+# What gpupass vm attach needs against a release's own libvirtd: its QEMU driver probes the
+# emulator, the UEFI domain's firmware descriptors come with ovmf, gpupass talks to libvirt
+# through python3-libvirt (libvirt-daemon-system is in every release's system already).
+NATIVE_ACPI_TABLE_PACKAGES = ("qemu-system-x86", "ovmf", "python3-libvirt")
+
 # No Ubuntu archive is reachable from here: Debian 13 with dracut stands in for Ubuntu 26.04
 # (dracut by default since 25.10), the initramfs-tools releases for Ubuntu 24.04.
 RELEASES = (
     Release("debian12", "bookworm", "initramfs-tools"),
     # Debian 13's lintian checks the .deb here; Debian 12's runs on the host (tool tier).
-    Release("debian13", "trixie", "initramfs-tools", "Ubuntu 24.04's initramfs-tools", extra=("lintian",)),
+    # Debian 13's libvirt (11.3) takes the battery table natively: gpupass vm attach runs
+    # against its own daemon there (test_releases, ..._natively_on_the_releases_libvirtd).
+    Release(
+        "debian13",
+        "trixie",
+        "initramfs-tools",
+        "Ubuntu 24.04's initramfs-tools",
+        extra=("lintian", *NATIVE_ACPI_TABLE_PACKAGES),
+    ),
     Release("debian13-dracut", "trixie", "dracut", "Ubuntu 26.04"),
 )
 

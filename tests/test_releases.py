@@ -8,16 +8,21 @@ Ubuntu 24.04 (see chroot.RELEASES).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from gpupass import model
-from gpupass.laptop import doctor, machine
+from gpupass import model, paths
+from gpupass.laptop import doctor, machine, vm, xmledit
 
-from . import chroot
+from . import chroot, libvirt
 from .conftest import ROOT
 
 pytestmark = pytest.mark.install
@@ -243,3 +248,139 @@ def test_apt_install_brings_the_vm_stack_by_its_recommends(system, built: Path) 
     for name in RECOMMENDS:
         assert name in installed or re.search(rf"^Inst {re.escape(name)} ", plan, re.M), (name, plan)
     assert re.search(r"^Inst gpupass-aurora-z ", plan, re.M), plan
+
+
+# --- gpupass vm attach against the release's own libvirtd -------------------------------------
+
+# The release's libvirtd in the chroot, set up as tests/libvirt.py sets up the host's (see
+# QEMU_CONF there): the chroot is thrown away, so its own /etc/libvirt is rewritten.
+CHROOT_LIBVIRTD_CONF = """\
+unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+CHROOT_QEMU_CONF = """\
+user = "root"
+group = "root"
+security_driver = "none"
+cgroup_controllers = [ ]
+"""
+# In a mount, PID and network namespace of its own: /dev, /proc and /sys are mounted into
+# the chroot there only, and go with the namespace; the chroot's default network (a bridge
+# and its firewall rules) would be made in that namespace, not the host's. The socket is a
+# file in the chroot's /run/libvirt, so a client chrooted from outside reaches it.
+CHROOT_DAEMON = """\
+set -eu
+root=$1
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+chroot "$root" sh -c 'virtlogd --daemon && libvirtd'
+"""
+# As tests/libvirt.py's NAMESPACE (the namespace goes with the test process), with a
+# network namespace and without --mount-proc (proc is mounted in the chroot instead).
+CHROOT_NAMESPACE = (
+    "setpriv", "--pdeathsig", "KILL",
+    "unshare", "--mount", "--propagation", "private", "--pid", "--net", "--fork", "--kill-child",
+)  # fmt: skip
+# A shut-off UEFI q35 domain, as small as libvirt takes it; never started.
+NATIVE_DOMAIN = """\
+<domain type="qemu">
+  <name>win11</name>
+  <memory unit="MiB">4096</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+    <loader readonly="yes" type="pflash">/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+    <nvram template="/usr/share/OVMF/OVMF_VARS_4M.fd"/>
+    <boot dev="hd"/>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
+</domain>
+"""
+
+
+@contextlib.contextmanager
+def release_libvirtd(root: chroot.Chroot) -> Iterator[None]:
+    """The release's libvirtd and virtlogd running in the chroot, until the block ends."""
+    for name, text in (("libvirtd.conf", CHROOT_LIBVIRTD_CONF), ("qemu.conf", CHROOT_QEMU_CONF)):
+        (root.root / "etc/libvirt" / name).write_text(text)
+    for link in (root.root / "etc/libvirt/qemu/networks/autostart").glob("*.xml"):
+        link.unlink()
+    log = root.root / "var/log/libvirt/libvirtd.log"
+    process = subprocess.Popen(
+        [*CHROOT_NAMESPACE, "sh", "-c", CHROOT_DAEMON, "sh", str(root.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + libvirt.START_TIMEOUT
+        while (probe := root.run("virsh", "-c", "qemu:///system", "version", check=False)).returncode:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                output = process.communicate()[0].decode(errors="replace")
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                pytest.fail(f"the release's libvirtd did not answer:\n{probe.stderr}\n{output}\n{tail}")
+            time.sleep(0.2)
+        yield
+    finally:
+        process.kill()  # SIGKILL: unshare passes it on to the namespace's init, and all in it go
+        process.wait()
+
+
+def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
+    system, built: Path, aurora: model.Model
+) -> None:
+    """Debian 13's libvirt (11.2 or later) takes the SSDT as <os><acpi><table type="raw">.
+
+    The installed gpupass vm attach runs on the release's python3 and python3-libvirt against
+    its own libvirtd, on a shut-off UEFI domain; libvirt's dumpxml and the QEMU command line
+    it would run are read back; detach gives the domain back as it was.
+    """
+    release, root = system
+    if not set(chroot.NATIVE_ACPI_TABLE_PACKAGES) <= set(release.extra):
+        pytest.skip("libvirt takes the battery table natively from 11.2 on: Debian 13's libvirt only")
+    apt(root, "install", "-y", "--no-install-recommends", root.copy_in(built / "gpupass-aurora-z.deb"))
+    aml = str(paths.INSTALLED_AML)
+    (root.root / "tmp/win11.xml").write_text(NATIVE_DOMAIN)
+
+    def virsh(*args: str) -> str:
+        return root.run("virsh", "--quiet", "-c", "qemu:///system", *args).stdout
+
+    with release_libvirtd(root):
+        version = root.run("python3", "-c", "import libvirt; print(libvirt.open('qemu:///system').getLibVersion())")
+        assert int(version.stdout) >= vm.NATIVE_ACPI_TABLE_VERSION, version.stdout
+        virsh("define", "/tmp/win11.xml")
+        original = virsh("dumpxml", "--inactive", "win11")
+
+        attached_out = root.run("gpupass", "vm", "attach", "win11").stdout
+        assert attached_out.splitlines()[-1].startswith("win11: passthrough attached;"), attached_out
+        attached = virsh("dumpxml", "--inactive", "win11")
+        domain = ET.fromstring(attached)
+        os_ = domain.find("os")
+        assert [(t.get("type"), t.text) for t in os_.iterfind("acpi/table")] == [("raw", aml)], attached
+        assert "-acpitable" not in attached
+        args = [a.get("value") for a in domain.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES)]
+        assert args == ["-fw_cfg", f"{vm.MMIO_OPTION},string=65536"], attached
+        assert vm.missing_pieces(attached, aurora) == []
+        assert root.run("gpupass", "vm", "attach", "win11").stdout == "win11: nothing to change\n"
+
+        # The QEMU command line libvirt makes of it (without the hostdevs: no VFIO here):
+        # the table once, from the native element.
+        without_hostdevs = xmledit.parse(attached)
+        devices = without_hostdevs.find("devices")
+        for hostdev in devices.findall("hostdev"):
+            devices.remove(hostdev)
+        (root.root / "tmp/win11-argv.xml").write_text(xmledit.to_text(without_hostdevs))
+        argv = virsh("domxml-to-native", "qemu-argv", "/tmp/win11-argv.xml").split()
+        tables = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-acpitable"]
+        assert tables == [f"file={aml}"], argv
+
+        detached_out = root.run("gpupass", "vm", "detach", "win11").stdout
+        assert detached_out.splitlines()[-1].startswith("win11: passthrough detached;"), detached_out
+        assert virsh("dumpxml", "--inactive", "win11") == original
