@@ -18,7 +18,7 @@ import pytest
 from gpupass import cli, model, paths
 from gpupass.build import render
 from gpupass.errors import GpupassError
-from gpupass.laptop import vm, xmledit
+from gpupass.laptop import machine, vm, xmledit
 
 from .conftest import MODELS, ROOT
 from .libvirt import Daemon
@@ -70,7 +70,7 @@ SMALL_DOMAIN = """\
 )
 def test_cpusets_are_written_as_libvirt_writes_them(cpus: tuple[int, ...], text: str) -> None:
     assert vm.cpuset(cpus) == text
-    assert vm.parse_cpuset(text) == cpus
+    assert machine.cpu_list(text) == cpus  # the snapshot's reader of the kernel's lists
 
 
 def test_emulator_threads_go_to_the_cpus_the_vcpus_leave(aurora: model.Model) -> None:
@@ -451,7 +451,7 @@ def test_dry_run_prints_the_diff_the_real_run_makes(
 
 
 def _host_cpus() -> tuple[int, ...]:
-    return vm.parse_cpuset(Path("/sys/devices/system/cpu/online").read_text())
+    return machine.cpu_list(Path("/sys/devices/system/cpu/online").read_text())
 
 
 @pytest.mark.tool

@@ -171,7 +171,7 @@ def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
         cpu_model=cpuinfo.get("model name"),
         cpu_flags=tuple(cpuinfo.get("flags", "").split()),
         cpus=_cpus(root, cpuinfo.get("processors", "")),
-        performance_cores=_cpu_list(_read(root / HYBRID_P_CORES)),
+        performance_cores=cpu_list(_read(root / HYBRID_P_CORES)),
         dmi=_dmi(root),
         batteries=_batteries(root),
         acpi_tables=_names(root / ACPI_TABLES),
@@ -301,7 +301,7 @@ def _cpuinfo(root: Path) -> dict[str, str]:
     return info
 
 
-def _cpu_list(text: str | None) -> tuple[int, ...] | None:
+def cpu_list(text: str | None) -> tuple[int, ...] | None:
     """The kernel's CPU list syntax, 0-3,8,10-11."""
     if not text:
         return None
@@ -319,7 +319,7 @@ def _cpus(root: Path, processors: str) -> tuple[Cpu, ...]:
     numbers = sorted({int(n) for n in processors.split() if n.isdigit()})
     cpus = []
     for n in numbers:
-        siblings = _cpu_list(_read(root / CPU_TOPOLOGY / f"cpu{n}/topology/thread_siblings_list"))
+        siblings = cpu_list(_read(root / CPU_TOPOLOGY / f"cpu{n}/topology/thread_siblings_list"))
         cpus.append(Cpu(n, tuple(sorted(siblings)) if siblings and n in siblings else (n,)))
     return tuple(cpus)
 

@@ -61,16 +61,6 @@ def cpuset(cpus: Iterable[int]) -> str:
     return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-def parse_cpuset(text: str) -> tuple[int, ...]:
-    """'0-3,8' -> (0, 1, 2, 3, 8), as in /sys/devices/system/cpu/online."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if part:
-            first, _, last = part.partition("-")
-            cpus.extend(range(int(first), int(last or first) + 1))
-    return tuple(cpus)
-
-
 def vcpu_pins(model: Model, vcpus: int) -> tuple[int, ...]:
     """The host CPU of each of the domain's vCPUs: the performance CPUs, in the model's order."""
     available = model.cpu.performance_cpus
