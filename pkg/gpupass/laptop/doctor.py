@@ -26,7 +26,7 @@ from ..errors import GpupassError
 from ..model import IOMMU_ARG, Model
 from . import command, libvirtconn, machine, vm, xmledit
 from .machine import Machine, PciDevice
-from .preflight import IOMMU_TABLES, group_companions, intruder_problem
+from .preflight import IOMMU_TABLES, group_companions, intruder_problem, no_iommu_table
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 VFIO_DRIVER = "vfio-pci"
@@ -225,16 +225,9 @@ def check_cpu(model: Model, m: Machine, facts: Facts) -> list[Finding]:
 
 
 def check_iommu(model: Model, m: Machine, facts: Facts) -> list[Finding]:
-    table, firmware_name = IOMMU_TABLES[model.cpu.vendor]
+    table = IOMMU_TABLES[model.cpu.vendor][0]
     if table not in m.acpi_tables:
-        return [
-            Finding(
-                "iommu",
-                FAIL,
-                f"no ACPI {table} table (/{machine.ACPI_TABLES}/{table}): the firmware exposes no IOMMU",
-                f"enable {firmware_name} (IOMMU) in the firmware setup",
-            )
-        ]
+        return [Finding("iommu", FAIL, *no_iommu_table(model.cpu.vendor))]
     missing = [what for what, there in (("/sys/class/iommu is empty", m.iommu_units),
                                          ("there are no IOMMU groups", m.has_iommu_groups)) if not there]  # fmt: skip
     if missing:

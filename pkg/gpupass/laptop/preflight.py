@@ -241,12 +241,17 @@ def _check_iommu_table(vendor: str, snapshot: Machine, report: CheckReport, foun
         found.append(no_iommu_table_problem(vendor))
 
 
-def no_iommu_table_problem(vendor: str) -> str:
+def no_iommu_table(vendor: str) -> tuple[str, str]:
+    """What is wrong when the firmware describes no IOMMU, and the fix (check, probe, doctor)."""
     table, firmware_name = IOMMU_TABLES[vendor]
     return (
-        f"no ACPI {table} table (/{ACPI_TABLES}/{table}): the firmware exposes no IOMMU;"
-        f" enable {firmware_name} (IOMMU) in the firmware setup"
+        f"no ACPI {table} table (/{ACPI_TABLES}/{table}): the firmware exposes no IOMMU",
+        f"enable {firmware_name} (IOMMU) in the firmware setup",
     )
+
+
+def no_iommu_table_problem(vendor: str) -> str:
+    return "; ".join(no_iommu_table(vendor))
 
 
 def _check_iommu_groups(
