@@ -15,7 +15,6 @@ such a log is refused before dput runs.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -80,11 +79,12 @@ def parse_series(text: str) -> list[str]:
 
 
 def uploader() -> str:
-    """Maintainer and Changed-By of an upload: the person who signs it."""
-    name, email = os.environ.get("DEBFULLNAME"), os.environ.get("DEBEMAIL")
-    if not name or not email or email.endswith(".invalid"):
+    """Maintainer and Changed-By of an upload: the person who signs it (debsrc.maintainer,
+    which falls back to the .invalid placeholder when either variable is unset)."""
+    who = debsrc.maintainer()
+    if who.endswith(".invalid>"):
         raise GpupassError("set DEBFULLNAME and DEBEMAIL to the uploader (as on the Launchpad key), not a placeholder")
-    return f"{name} <{email}>"
+    return who
 
 
 def upload_log(changes: Path, target: Target) -> Path:
