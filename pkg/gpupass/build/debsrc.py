@@ -31,7 +31,9 @@ from . import changelog, orig, preinst, tools, version
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")
-BUILD_DEPENDS = ("dh-python", "python3-setuptools", "acpica-tools", "python3-jinja2", "python3-sh")
+# The build renders the model (jinja2, sh, iasl); dh_python3 installs the Python package.
+# stdeb adds python3-all and python3-setuptools of its own accord.
+BUILD_DEPENDS = ("dh-python", "acpica-tools", "python3-jinja2", "python3-sh")
 # What the laptop needs to run the VM, by names that exist on Debian 12/13 and Ubuntu
 # 24.04/26.04 (on 26.04 "ovmf" is a metapackage over ovmf-generic); python3-libvirt for
 # `gpupass vm`. Recommends: apt installs them by default, an image builder may leave them out.
@@ -148,6 +150,9 @@ def fix_control(text: str) -> str:
     """stdeb 0.11's traps: ``Homepage: None``, no dh-python in Build-Depends (added via
     stdeb.cfg), an old debhelper compat; and a trailing empty line in Description."""
     text = re.sub(r"^Homepage: None\n", "", text, flags=re.M)
+    # Nothing in the build needs root: dpkg-buildpackage runs without fakeroot, and
+    # dpkg-deb records root:root for every file itself.
+    text = re.sub(r"\A(Source: .*\n)", r"\1Rules-Requires-Root: no\n", text)
     text = re.sub(r"debhelper \(>= \d+\)", "debhelper-compat (= 13)", text)
     # The preinst runs the pre-flight checks with python3 before anything is unpacked.
     text = re.sub(r"^(Depends: .*\n)", r"Pre-Depends: python3:any\n\1", text, flags=re.M)
