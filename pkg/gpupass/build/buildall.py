@@ -24,8 +24,10 @@ from ..errors import GpupassError
 from ..model import Model
 from . import debsrc, tools, version
 
-# The Debian packages whose versions shape the built .deb (Build-Depends and their tools).
-BUILD_TOOLS = ("dpkg-dev", "debhelper", "dh-python", "python3-setuptools", "python3-jinja2", "acpica-tools")
+# The Debian packages whose versions shape the built .deb (Build-Depends and their tools);
+# stdeb and the setuptools it drives come from the build's own Python environment.
+BUILD_TOOLS = ("dpkg-dev", "debhelper", "dh-python", "python3-jinja2", "acpica-tools")
+PYTHON_TOOLS = ("stdeb", "setuptools")
 SKIPPED = ("__pycache__", ".pyc", ".egg-info")
 
 
@@ -63,7 +65,8 @@ def tool_versions() -> str:
     listing = tools.run(
         "dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *BUILD_TOOLS, what="reading the build tools' versions"
     ).stdout
-    return f"{listing}python {sys.version}\nstdeb {importlib.metadata.version('stdeb')}\n"
+    python = "".join(f"{name} {importlib.metadata.version(name)}\n" for name in PYTHON_TOOLS)
+    return f"{listing}python {sys.version}\n{python}"
 
 
 def content_key(shared: hashlib._Hash, model_file: Path, ver: version.Version, toolset: str) -> str:
