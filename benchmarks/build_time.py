@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,6 +61,12 @@ def timed(func) -> float:
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """user + system time of this process and of the processes it waited for."""
+    usages = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(r.ru_utime + r.ru_stime for r in usages)
 
 
 def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> None:
@@ -118,24 +125,30 @@ def main() -> None:
     model_file = paths.MODELS_DIR / f"{args.model}.toml"
     m = model.load(model_file)
 
-    floor, one = [], []
+    floor, one, cpu = [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as scratch:
             floor.append(minimal_build(Path(scratch)))
         with tempfile.TemporaryDirectory() as out:
+            before = cpu_seconds()
             one.append(timed(lambda out=out: debsrc.build_deb(m, model_file, Path(out))))
-    f, o = statistics.median(floor), statistics.median(one)
-    print(f"cores                                {os.cpu_count()}")
+            cpu.append(cpu_seconds() - before)
+    f, o, c = statistics.median(floor), statistics.median(one), statistics.median(cpu)
+    cores = os.cpu_count() or 1
+    print(f"cores                                {cores}")
     print(f"minimal debhelper dpkg-buildpackage  {f:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in floor)})")
     print(f"gpupass build-deb {args.model:<18} {o:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in one)})")
     print(f"  ratio to the floor                 {o / f:7.2f} x   (goal: 2)")
+    print(f"  CPU time (user + system)           {c:7.2f} s   (one core busy for {c / o:.0%} of it)")
     for count in (int(c) for c in args.counts.split(",")):
         with tempfile.TemporaryDirectory() as scratch:
             clone = clone_with_copies(Path(scratch) / "clone", args.model, count)
             out = Path(scratch) / "out"
             cold, warm = build_all(clone, out), build_all(clone, out)
+        # N builds of one model's CPU time each cannot finish sooner than N * c / cores.
         print(
-            f"gpupass build-all, N = {count:<2}           {cold:7.2f} s   ({cold / o:.2f}x one model);"
+            f"gpupass build-all, N = {count:<2}           {cold:7.2f} s   ({cold / o:.2f}x one model;"
+            f" {count} separate builds on {cores} cores: at least {count * c / cores / o:.2f}x);"
             f" unchanged rerun {warm:.2f} s"
         )
 
