@@ -103,6 +103,17 @@ def laptop(
     for path, data in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
+        (root / path).chmod(0o644)  # as gpupass vbios writes it, whatever the umask
+    return root
+
+
+def holding(root: Path, pid: int, command: str, group: str) -> Path:
+    """A process with /dev/vfio/GROUP open among its files, as /proc shows QEMU with a VM's devices."""
+    proc = root / "proc" / str(pid)
+    (proc / "fd").mkdir(parents=True)
+    (proc / "comm").write_text(command + "\n")
+    (proc / "fd" / "0").symlink_to("/dev/null")
+    (proc / "fd" / "23").symlink_to(f"/dev/vfio/{group}")
     return root
 
 
@@ -324,6 +335,62 @@ def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path, devices=devices), lv=libvirt(active=True))
     assert status == 0
     assert lines[-2] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
+
+
+DOWN = doctor.Libvirt("qemu:///system", problem="cannot connect to libvirt at qemu:///system: connection refused")
+AWAKE = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
+
+
+def test_power_is_not_checked_while_a_process_holds_the_dgpu_group(tmp_path: Path) -> None:
+    """libvirt unreachable (or a VM it does not know): /proc still shows QEMU holding group 14."""
+    root = holding(laptop(tmp_path, devices=AWAKE), 4242, "qemu-system-x86", "14")
+    holding(root, 4300, "bash", "7")  # another group: not the dGPU's
+    snapshot = machine.read(root, rebar=False)
+    assert snapshot.vfio_users == (machine.VfioUser(4242, "qemu-system-x86", "14"), machine.VfioUser(4300, "bash", "7"))
+    status, lines = run(root, lv=DOWN)
+    assert "ok: power: not checked while qemu-system-x86 (pid 4242) holds the dGPU (/dev/vfio/14)" in lines
+    assert [line for line in problems(lines) if "power" in line] == []
+
+
+def test_an_awake_dgpu_with_libvirt_unreachable_and_processes_unlisted_is_a_warning(tmp_path: Path) -> None:
+    """Not root: other users' open files cannot be listed, so a VM may hold the dGPU unseen."""
+    root = laptop(tmp_path, devices=AWAKE)
+    snapshot = dataclasses.replace(machine.read(root, rebar=False), unlisted_processes=3)
+    facts = doctor.gather(AURORA, snapshot, root, initramfs=INITRAMFS, libvirt=DOWN)
+    power = [f.line() for f in doctor.diagnose(AURORA, snapshot, facts) if f.check == "power"]
+    assert power == [
+        "warn: power: the dGPU is awake (0000:01:00.0 active (D0)), and whether a VM holds it is unknown: libvirt"
+        " was not reached and the open files of 3 other users' processes could not be listed (fix: run gpupass"
+        " doctor as root)"
+    ]
+
+
+def test_processes_another_user_cannot_list_are_counted(tmp_path: Path) -> None:
+    """For real: as nobody, this machine's /proc shows root's processes but not their open files."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run a process as nobody")
+    program = "from gpupass.laptop import machine; print(machine.read().unlisted_processes)"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "pkg")}
+    as_root = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
+    as_nobody = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", program],
+        env=env, capture_output=True, text=True, check=True, cwd="/",
+    )  # fmt: skip
+    assert int(as_root.stdout) == 0
+    assert int(as_nobody.stdout) > 0  # this test's own pytest process, at least
+
+
+def test_a_vbios_only_root_can_read(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    (root / "var/lib/gpupass/vbios.rom").chmod(0o600)
+    status, lines = run(root)
+    assert (status, problems(lines)) == (
+        1,
+        [
+            "fail: vBIOS /var/lib/gpupass/vbios.rom is valid but only its owner can read it (mode 0600): QEMU,"
+            " running as another user, cannot load it (fix: sudo chmod 644 /var/lib/gpupass/vbios.rom)"
+        ],
+    )
 
 
 def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:

@@ -572,6 +572,30 @@ def test_the_users_own_mmio_window_is_resized_and_given_back(aurora: model.Model
     assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
 
 
+@pytest.mark.parametrize("users_window", [False, True], ids=["no-window", "users-window"])
+def test_a_window_resized_by_a_newer_model_is_still_given_back(aurora: model.Model, users_window: bool) -> None:
+    """attach, then attach again after the model's mmio64_mb changed (a package upgrade), then detach."""
+    original = SMALL_DOMAIN
+    if users_window:
+        original = SMALL_DOMAIN.replace(
+            "</domain>",
+            '<qemu:commandline xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">'
+            '<qemu:arg value="-fw_cfg"/><qemu:arg value="opt/ovmf/X-PciMmio64Mb,string=32768"/>'
+            "</qemu:commandline></domain>",
+        )
+    bigger = dataclasses.replace(aurora, gpu=dataclasses.replace(aurora.gpu, mmio64_mb=131072))
+    root = xmledit.parse(original)
+    vm.apply(root, vm.Context(aurora))
+    root = xmledit.parse(xmledit.to_text(root))
+    vm.apply(root, vm.Context(bigger))
+    args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
+    assert args[:2] == ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=131072"] and args.count("-fw_cfg") == 1
+    assert vm.missing_pieces(xmledit.to_text(root), bigger) == []
+    editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
+    editor.undo()
+    assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
+
+
 @pytest.mark.parametrize("native", [False, True], ids=["qemu-commandline", "native-acpi-table"])
 def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aurora: model.Model, native: bool) -> None:
     shipped = render.render_all(aurora)[DOMAIN].decode()

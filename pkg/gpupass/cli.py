@@ -166,7 +166,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .laptop import machine, probe
 
-    probed = probe.probe(machine.read(Path(args.root)))  # refused: nothing is written
+    probed = probe.probe(machine.read(Path(args.root), processes=False))  # refused: nothing is written
     text = probed.json() if args.json else probed.toml()
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -88,6 +88,7 @@ class Facts:
     present: frozenset[str]  # which of the model's OVMF files exist
     apparmor: dict[str, str]  # the AppArmor files that exist (laptop path -> text)
     libvirt: Libvirt
+    vbios_mode: int | None = None  # the file's permission bits, when there is one
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -168,9 +169,10 @@ def gather(
         builtin = tuple(text.split()) if text is not None else None
         if initramfs is None:
             initramfs = list_initramfs(root, release)
-    vbios, vbios_problem = None, ""
+    vbios, vbios_problem, vbios_mode = None, "", None
     try:
         vbios = under(root, paths.VBIOS_ROM).read_bytes()
+        vbios_mode = under(root, paths.VBIOS_ROM).stat().st_mode & 0o7777
     except FileNotFoundError:
         pass
     except OSError as e:
@@ -186,6 +188,7 @@ def gather(
         present=frozenset(p for p in ovmf if under(root, p).is_file()),
         apparmor=apparmor,
         libvirt=libvirt if libvirt is not None else query_libvirt(uri, name),
+        vbios_mode=vbios_mode,
     )
 
 
@@ -398,6 +401,17 @@ def check_vbios(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 f"sudo gpupass vbios import {rom} (stores the ROM alone)",
             )
         ]
+    if facts.vbios_mode is not None and not facts.vbios_mode & 0o004:
+        # QEMU runs as libvirt-qemu; libvirt lets it through AppArmor but does not chown a rom file.
+        return [
+            Finding(
+                "vbios",
+                FAIL,
+                f"vBIOS {rom} is valid but only its owner can read it (mode {facts.vbios_mode:04o}):"
+                " QEMU, running as another user, cannot load it",
+                f"sudo chmod 644 {rom}",
+            )
+        ]
     return [Finding("vbios", OK, report.describe()[0].replace(f"{rom}: ", f"vBIOS {rom}: "))]
 
 
@@ -491,6 +505,12 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     if gpu is None:
         return [Finding("power", WARN, f"power: not checked: no PCI device at {model.gpu_function.address}",
                         "see the vfio-pci checks")]  # fmt: skip
+    # A VM libvirt did not tell of (libvirt unreachable, another name, plain QEMU) holds the
+    # GPU's IOMMU group open for as long as it runs.
+    holders = [u for u in m.vfio_users if u.group == gpu.iommu_group]
+    if holders:
+        who = ", ".join(f"{u.command or 'a process'} (pid {u.pid})" for u in holders)
+        return [Finding("power", OK, f"power: not checked while {who} holds the dGPU (/dev/vfio/{gpu.iommu_group})")]
     functions = [d for f in model.gpu.functions if (d := m.device(f.address)) is not None]
     # upstream is nearest first: its last bridge is the root port, which sleeps only when all below it do.
     port = m.device(gpu.upstream[-1]) if gpu.upstream else None
@@ -525,6 +545,16 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         )
     states = ", ".join(f"{d.address} {_power(d)}" for d in awake)
+    if lv.problem and m.unlisted_processes:
+        return [
+            Finding(
+                "power",
+                WARN,
+                f"power: the dGPU is awake ({states}), and whether a VM holds it is unknown: libvirt was not"
+                f" reached and the open files of {m.unlisted_processes} other users' processes could not be listed",
+                "run gpupass doctor as root",
+            )
+        ]
     what = f"power: the dGPU stays awake while the VM is off, costing battery: {states}"
     if not causes:
         return [

@@ -33,6 +33,9 @@ CPU_TOPOLOGY = "sys/devices/system/cpu"
 HYBRID_P_CORES = "sys/devices/cpu_core/cpus"
 DMI = "sys/class/dmi/id"
 POWER_SUPPLY = "sys/class/power_supply"
+PROCESSES = "proc"
+# What a process holding an IOMMU group open has among its files (QEMU, while a VM has the devices).
+VFIO_GROUP_FILE = re.compile(r"/dev/vfio/(\d+)")
 
 PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 # Flags of a line of a PCI device's sysfs "resource" file (include/linux/ioport.h).
@@ -129,6 +132,15 @@ class Battery:
 
 
 @dataclass(frozen=True)
+class VfioUser:
+    """A process with an IOMMU group's /dev/vfio/N open: it holds that group's devices."""
+
+    pid: int
+    command: str | None  # /proc/PID/comm
+    group: str
+
+
+@dataclass(frozen=True)
 class Machine:
     pci: tuple[PciDevice, ...]  # by address
     iommu_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> addresses, sorted
@@ -146,6 +158,8 @@ class Machine:
     kernel_release: str | None = None
     kvm_device: bool = False  # /dev/kvm exists
     vfio_pci_disable_idle_d3: str | None = None
+    vfio_users: tuple[VfioUser, ...] = ()  # by pid
+    unlisted_processes: int = 0  # processes whose open files could not be listed (not root)
 
     def device(self, address: str) -> PciDevice | None:
         return next((d for d in self.pci if d.address == address), None)
@@ -158,11 +172,13 @@ class Machine:
 # Reading ------------------------------------------------------------------------------
 
 
-def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
+def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) -> Machine:
     """Read the machine under ``root`` once; never writes. ``rebar=False``: no Resizable BAR
-    sizes, and no device woken from runtime suspend to read them."""
+    sizes, and no device woken from runtime suspend to read them. ``processes=False``: no
+    look at which processes hold /dev/vfio groups open."""
     groups, unlistable = _iommu_groups(root)
     cpuinfo = _cpuinfo(root)
+    users, unlisted = _vfio_users(root) if processes else ((), 0)
     return Machine(
         pci=_pci_devices(root, rebar),
         iommu_groups=groups,
@@ -180,6 +196,8 @@ def read(root: Path = Path("/"), *, rebar: bool = True) -> Machine:
         kernel_release=_read(root / KERNEL_RELEASE) or None,
         kvm_device=os.path.lexists(root / KVM_DEVICE),
         vfio_pci_disable_idle_d3=_read(root / VFIO_PCI_DISABLE_IDLE_D3),
+        vfio_users=users,
+        unlisted_processes=unlisted,
     )
 
 
@@ -284,6 +302,32 @@ def _iommu_groups(root: Path) -> tuple[dict[str, tuple[str, ...]], tuple[str, ..
         except OSError:
             unlistable.append(group)
     return groups, tuple(unlistable)
+
+
+def _vfio_users(root: Path) -> tuple[tuple[VfioUser, ...], int]:
+    """Every process with a /dev/vfio/N group open, and how many processes' open files
+    could not be listed (another user's, unless root). Processes that end meanwhile are skipped."""
+    users, unlisted = [], 0
+    for pid in sorted(int(n) for n in _names(root / PROCESSES) if n.isdigit()):
+        fds = root / PROCESSES / str(pid) / "fd"
+        try:
+            names = os.listdir(fds)
+        except PermissionError:
+            unlisted += 1
+            continue
+        except OSError:
+            continue
+        groups = set()
+        for name in names:
+            try:
+                target = os.readlink(fds / name)
+            except OSError:
+                continue
+            if match := VFIO_GROUP_FILE.fullmatch(target):
+                groups.add(match.group(1))
+        command = _read(root / PROCESSES / str(pid) / "comm") if groups else None
+        users += [VfioUser(pid, command, g) for g in sorted(groups, key=int)]
+    return tuple(users), unlisted
 
 
 def _cpuinfo(root: Path) -> dict[str, str]:

@@ -97,7 +97,7 @@ def run_checks(
     """Run every check against the system under ``root``; never writes anything."""
     container = in_container() if callable(in_container) else bool(in_container)
     # No Resizable BAR sizes: the checks need none, and reading them would wake a suspended dGPU.
-    return assess(model, machine.read(root, rebar=False), container=container, env=env)
+    return assess(model, machine.read(root, rebar=False, processes=False), container=container, env=env)
 
 
 def assess(model: Model, snapshot: Machine, *, container: bool = False, env: Mapping[str, str] = {}) -> CheckReport:
