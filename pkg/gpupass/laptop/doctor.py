@@ -402,7 +402,7 @@ def check_vbios(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         ]
     if facts.vbios_mode is not None and not facts.vbios_mode & 0o004:
-        # QEMU runs as libvirt-qemu; libvirt lets it through AppArmor but does not chown a rom file.
+        # QEMU opens the rom file itself, as the user qemu.conf names (libvirt-qemu on Debian).
         return [
             Finding(
                 "vbios",
