@@ -197,9 +197,10 @@ def vm_smoke(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests and this file."""
+    """ruff's checks and its formatting over the package, the tests, the benchmarks and this file."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", "pkg", "tests", "noxfile.py", "benchmarks")
+    session.run("ruff", "format", "--check", "pkg", "tests", "noxfile.py", "benchmarks")
 
 
 @nox.session

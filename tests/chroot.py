@@ -59,6 +59,8 @@ def releases() -> tuple[Release, ...]:
     if not wanted:
         return RELEASES
     return tuple(r for r in RELEASES if r.name in wanted.split(","))
+
+
 # Bookkeeping that changes on every dpkg/apt run, not files a package leaves behind.
 VOLATILE = ("var/lib/dpkg/", "var/lib/apt/", "var/cache/", "var/log/", "tmp/", "run/", "proc/", "dev/", "sys/")
 

@@ -150,9 +150,7 @@ def bars(draw: st.DrawFn) -> tuple:
     for index in sorted(draw(st.sets(st.integers(0, 5), max_size=3))):
         size = 1 << draw(st.integers(12, 35))  # 4 KiB to 32 GiB
         larger = draw(st.lists(st.integers(20, 35), max_size=4, unique=True))
-        out.append(
-            Bar(index, size, draw(st.booleans()), draw(st.booleans()), tuple(sorted(1 << n for n in larger)))
-        )
+        out.append(Bar(index, size, draw(st.booleans()), draw(st.booleans()), tuple(sorted(1 << n for n in larger))))
     return tuple(out)
 
 
@@ -188,7 +186,7 @@ def machines(draw: st.DrawFn):
     vendor = draw(st.sampled_from(["intel", "amd"]))
     vendor_id = {"intel": "GenuineIntel", "amd": "AuthenticAMD"}[vendor]
     bus = draw(st.integers(1, 0x80))
-    chain = [f"0000:00:{draw(st.integers(1, 0x1f)):02x}.{draw(st.integers(0, 7))}"]
+    chain = [f"0000:00:{draw(st.integers(1, 0x1F)):02x}.{draw(st.integers(0, 7))}"]
     chain += [f"0000:{bus - n:02x}:00.0" for n in range(draw(st.integers(0, min(2, bus - 1))), 0, -1)]
     gpu_slot = f"0000:{bus:02x}:00"
     groups_on = draw(st.booleans())
@@ -198,24 +196,45 @@ def machines(draw: st.DrawFn):
         v, d = vid.split(":")
         sv, sd = subsystem.split(":") if subsystem else (None, None)
         return PciDevice(
-            address, v, d, sv, sd, cls, None, boot_vga, upstream, bars, group if groups_on else None,
-            "suspended", "auto", "D3cold",
+            address,
+            v,
+            d,
+            sv,
+            sd,
+            cls,
+            None,
+            boot_vga,
+            upstream,
+            bars,
+            group if groups_on else None,
+            "suspended",
+            "auto",
+            "D3cold",
         )
 
     gpu_class = draw(_DISPLAY)
     functions = [
         device(
-            f"{gpu_slot}.0", f"{draw(_HEX4)}:{draw(_HEX4)}", gpu_class,
-            upstream=tuple(reversed(chain)), boot_vga=False if gpu_class == "0x030000" else None, group="7",
-            bars=draw(bars()), subsystem=draw(st.one_of(st.none(), st.just("0000:0000"), st.just("103c:8902"))),
+            f"{gpu_slot}.0",
+            f"{draw(_HEX4)}:{draw(_HEX4)}",
+            gpu_class,
+            upstream=tuple(reversed(chain)),
+            boot_vga=False if gpu_class == "0x030000" else None,
+            group="7",
+            bars=draw(bars()),
+            subsystem=draw(st.one_of(st.none(), st.just("0000:0000"), st.just("103c:8902"))),
         )
     ]
     roles = draw(st.lists(st.sampled_from(sorted(_OTHER_FUNCTIONS)), max_size=7))
     for n, role in enumerate(roles, start=1):
         functions.append(
             device(
-                f"{gpu_slot}.{n}", f"{draw(_HEX4)}:{draw(_HEX4)}", _OTHER_FUNCTIONS[role],
-                upstream=tuple(reversed(chain)), group="7", bars=draw(bars()),
+                f"{gpu_slot}.{n}",
+                f"{draw(_HEX4)}:{draw(_HEX4)}",
+                _OTHER_FUNCTIONS[role],
+                upstream=tuple(reversed(chain)),
+                group="7",
+                bars=draw(bars()),
             )
         )
     bridge_group = "7" if with_bridges else "3"
@@ -223,8 +242,13 @@ def machines(draw: st.DrawFn):
         device(address, "8086:0001", "0x060400", upstream=tuple(reversed(chain[:i])), group=bridge_group)
         for i, address in enumerate(chain)
     ]
-    igpu = device("0000:00:02.0" if "0000:00:02.0" not in chain else "0000:00:03.0", "8086:46a3", "0x030000",
-                  boot_vga=True, group="1")
+    igpu = device(
+        "0000:00:02.0" if "0000:00:02.0" not in chain else "0000:00:03.0",
+        "8086:46a3",
+        "0x030000",
+        boot_vga=True,
+        group="1",
+    )
     pci = tuple(sorted([igpu, *bridges, *functions], key=lambda d: d.address))
     groups = {}
     if groups_on:

@@ -133,7 +133,14 @@ def test_turing_gpu_passes_all_four_functions_with_their_drivers(tmp_path: Path)
         ("0000:01:00.3", "serial-bus"),
     ]
     assert data["host"]["softdep"] == [
-        "i2c_nvidia_gpu", "nouveau", "nvidia", "nvidia_drm", "nvidia_modeset", "snd_hda_intel", "ucsi_ccg", "xhci_pci"
+        "i2c_nvidia_gpu",
+        "nouveau",
+        "nvidia",
+        "nvidia_drm",
+        "nvidia_modeset",
+        "snd_hda_intel",
+        "ucsi_ccg",
+        "xhci_pci",
     ]
     assert result.warnings == (
         "no DMI sys_vendor: the guest's SMBIOS manufacturer is 'Unknown'; set the real one",
@@ -349,7 +356,7 @@ def test_probed_amd_model_builds_a_deb_that_turns_on_amd_iommu(tmp_path: Path) -
     tree = tmp_path / "deb"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
     grub = (tree / "etc/default/grub.d/gpupass-probed-legion.cfg").read_text(encoding="utf-8")
-    assert 'GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }amd_iommu=on iommu=pt' in grub
+    assert "GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }amd_iommu=on iommu=pt" in grub
     assert "vfio-pci.ids=10de:1f95,10de:10fa" in grub
     assert "intel_iommu" not in grub
 

@@ -185,7 +185,7 @@ PCI_ID = Text(r"[0-9a-f]{4}:[0-9a-f]{4}", "a vendor:device id", "1234:abcd")
 SUBSYSTEM_ID = Text(
     r"([0-9a-f]{4}:[0-9a-f]{4})?",
     "a subsystem vendor:device id",
-    "1234:abcd, or \"\" when unknown",
+    '1234:abcd, or "" when unknown',
     alphabet="0123abcdef:",
     min_len=0,
     max_len=9,
