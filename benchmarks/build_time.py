@@ -146,10 +146,10 @@ def main() -> None:
             out = Path(scratch) / "out"
             cold, warm = build_all(clone, out), build_all(clone, out)
         # N builds of one model's CPU time each cannot finish sooner than N * c / cores.
+        builds = f"{count} separate build{'s' if count != 1 else ''} on {cores} cores"
         print(
             f"gpupass build-all, N = {count:<2}           {cold:7.2f} s   ({cold / o:.2f}x one model;"
-            f" {count} separate builds on {cores} cores: at least {count * c / cores / o:.2f}x);"
-            f" unchanged rerun {warm:.2f} s"
+            f" {builds}: at least {count * c / cores / o:.2f}x); unchanged rerun {warm:.2f} s"
         )
 
 
