@@ -42,6 +42,16 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/lib/python3/dist-packages/gpupass/cli.py",
     ):
         assert path in shipped, path
+    # The laptop side and the modules it shares with the build side; the build side stays behind.
+    dist = "/usr/lib/python3/dist-packages/"
+    source = ROOT / "pkg"
+    laptop_side = sorted(
+        f"{dist}{p.relative_to(source)}"
+        for p in (source / "gpupass").rglob("*.py")
+        if p.relative_to(source / "gpupass").parts[0] != "build"
+    )
+    assert sorted(p for p in shipped if p.startswith(dist) and p.endswith(".py")) == laptop_side
+    assert f"{dist}gpupass/laptop/doctor.py" in laptop_side and f"{dist}gpupass/build/render.py" not in laptop_side
     # Merged /usr: nothing in the aliased top-level directories.
     assert [p for p in shipped if p.split("/")[1] in ("lib", "lib64", "bin", "sbin")] == []
 

@@ -200,12 +200,13 @@ def cmd_vm(args: argparse.Namespace) -> int:
 
 
 def maintainer_steps_available() -> bool:
-    """The source tree (models/) and the build side's jinja2 are there: not the installed command."""
+    """The source tree (models/), the build side and its jinja2 are there: not the installed
+    command, which ships without the build side."""
     try:
-        has_jinja2 = importlib.util.find_spec("jinja2") is not None
+        build_side = all(importlib.util.find_spec(name) is not None for name in ("jinja2", "gpupass.build"))
     except (ImportError, ValueError):
-        has_jinja2 = False
-    return has_jinja2 and paths.MODELS_DIR.is_dir()
+        build_side = False
+    return build_side and paths.MODELS_DIR.is_dir()
 
 
 def parser() -> argparse.ArgumentParser:
