@@ -107,13 +107,13 @@ def laptop(
     return root
 
 
-def holding(root: Path, pid: int, command: str, group: str) -> Path:
-    """A process with /dev/vfio/GROUP open among its files, as /proc shows QEMU with a VM's devices."""
+def holding(root: Path, pid: int, command: str, *files: str) -> Path:
+    """A process with ``files`` open, as /proc shows QEMU with a VM's devices."""
     proc = root / "proc" / str(pid)
     (proc / "fd").mkdir(parents=True)
     (proc / "comm").write_text(command + "\n")
-    (proc / "fd" / "0").symlink_to("/dev/null")
-    (proc / "fd" / "23").symlink_to(f"/dev/vfio/{group}")
+    for fd, target in enumerate(("/dev/null", "/dev/vfio/vfio", *files)):
+        (proc / "fd" / str(fd)).symlink_to(target)
     return root
 
 
@@ -343,13 +343,34 @@ AWAKE = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state
 
 def test_power_is_not_checked_while_a_process_holds_the_dgpu_group(tmp_path: Path) -> None:
     """libvirt unreachable (or a VM it does not know): /proc still shows QEMU holding group 14."""
-    root = holding(laptop(tmp_path, devices=AWAKE), 4242, "qemu-system-x86", "14")
-    holding(root, 4300, "bash", "7")  # another group: not the dGPU's
+    root = holding(laptop(tmp_path, devices=AWAKE), 4242, "qemu-system-x86", "/dev/vfio/14")
+    holding(root, 4300, "qemu-system-x86", "/dev/vfio/7")  # another group: not the dGPU's
     snapshot = machine.read(root, rebar=False)
-    assert snapshot.vfio_users == (machine.VfioUser(4242, "qemu-system-x86", "14"), machine.VfioUser(4300, "bash", "7"))
+    assert snapshot.vfio_users == (
+        machine.VfioUser(4242, "qemu-system-x86", "/dev/vfio/14"),
+        machine.VfioUser(4300, "qemu-system-x86", "/dev/vfio/7"),
+    )
     status, lines = run(root, lv=DOWN)
-    assert "ok: power: not checked while qemu-system-x86 (pid 4242) holds the dGPU (/dev/vfio/14)" in lines
+    assert "ok: power: not checked while qemu-system-x86 (pid 4242: /dev/vfio/14) holds the dGPU" in lines
     assert [line for line in problems(lines) if "power" in line] == []
+    # Only another group held: the awake dGPU is reported as before.
+    other = holding(laptop(tmp_path / "other", devices=AWAKE), 4300, "qemu-system-x86", "/dev/vfio/7")
+    assert any(line.startswith("warn: power: the dGPU stays awake") for line in run(other, lv=DOWN)[1])
+
+
+def test_power_is_not_checked_while_a_process_holds_the_dgpus_iommufd_device(tmp_path: Path) -> None:
+    """With the iommufd backend QEMU opens /dev/vfio/devices/vfioN, named by the GPU's sysfs vfio-dev/."""
+    root = laptop(tmp_path, devices=AWAKE)
+    (root / "sys/bus/pci/devices/0000:01:00.0/vfio-dev/vfio0").mkdir(parents=True)
+    (root / "sys/bus/pci/devices/0000:01:00.1/vfio-dev/vfio1").mkdir(parents=True)
+    holding(root, 5151, "qemu-system-x86", "/dev/iommu", "/dev/vfio/devices/vfio0", "/dev/vfio/devices/vfio1")
+    snapshot = machine.read(root, rebar=False)
+    assert snapshot.device("0000:01:00.0").vfio_device == "vfio0"
+    status, lines = run(root, lv=DOWN)
+    assert (
+        "ok: power: not checked while qemu-system-x86 (pid 5151: /dev/vfio/devices/vfio0, /dev/vfio/devices/vfio1)"
+        " holds the dGPU"
+    ) in lines
 
 
 def test_an_awake_dgpu_with_libvirt_unreachable_and_processes_unlisted_is_a_warning(tmp_path: Path) -> None:

@@ -505,13 +505,19 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     if gpu is None:
         return [Finding("power", WARN, f"power: not checked: no PCI device at {model.gpu_function.address}",
                         "see the vfio-pci checks")]  # fmt: skip
-    # A VM libvirt did not tell of (libvirt unreachable, another name, plain QEMU) holds the
-    # GPU's IOMMU group open for as long as it runs.
-    holders = [u for u in m.vfio_users if u.group == gpu.iommu_group]
-    if holders:
-        who = ", ".join(f"{u.command or 'a process'} (pid {u.pid})" for u in holders)
-        return [Finding("power", OK, f"power: not checked while {who} holds the dGPU (/dev/vfio/{gpu.iommu_group})")]
     functions = [d for f in model.gpu.functions if (d := m.device(f.address)) is not None]
+    # A VM libvirt did not tell of (libvirt unreachable, another name, plain QEMU) holds the
+    # GPU's IOMMU group (or, with iommufd, the GPU's own VFIO file) open for as long as it runs.
+    files = {f"/dev/vfio/devices/{d.vfio_device}" for d in functions if d.vfio_device}
+    if gpu.iommu_group:
+        files.add(f"/dev/vfio/{gpu.iommu_group}")
+    held: dict[tuple[int, str], list[str]] = {}
+    for u in m.vfio_users:
+        if u.path in files:
+            held.setdefault((u.pid, u.command or "a process"), []).append(u.path)
+    if held:
+        who = ", ".join(f"{command} (pid {pid}: {', '.join(opened)})" for (pid, command), opened in held.items())
+        return [Finding("power", OK, f"power: not checked while {who} holds the dGPU")]
     # upstream is nearest first: its last bridge is the root port, which sleeps only when all below it do.
     port = m.device(gpu.upstream[-1]) if gpu.upstream else None
     devices = functions + ([port] if port else [])

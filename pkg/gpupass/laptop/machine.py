@@ -34,8 +34,9 @@ HYBRID_P_CORES = "sys/devices/cpu_core/cpus"
 DMI = "sys/class/dmi/id"
 POWER_SUPPLY = "sys/class/power_supply"
 PROCESSES = "proc"
-# What a process holding an IOMMU group open has among its files (QEMU, while a VM has the devices).
-VFIO_GROUP_FILE = re.compile(r"/dev/vfio/(\d+)")
+# What QEMU has among its open files while a VM has a device: the device's IOMMU group, or
+# with the iommufd backend (Linux 6.6+, libvirt's <driver iommufd='yes'/>) the device's own file.
+VFIO_FILE = re.compile(r"/dev/vfio/(?:\d+|devices/vfio\d+)")
 
 PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 # Flags of a line of a PCI device's sysfs "resource" file (include/linux/ioport.h).
@@ -79,6 +80,7 @@ class PciDevice:
     power_state: str | None  # power_state: D0, D3hot, D3cold
     # The module of the bound driver (driver/module): what a softdep names (driver xhci_hcd is module xhci_pci).
     driver_module: str | None = None
+    vfio_device: str | None = None  # vfio-dev/vfioN while bound to vfio-pci: /dev/vfio/devices/vfioN
 
     @property
     def id(self) -> str | None:
@@ -133,11 +135,11 @@ class Battery:
 
 @dataclass(frozen=True)
 class VfioUser:
-    """A process with an IOMMU group's /dev/vfio/N open: it holds that group's devices."""
+    """A process with a VFIO file open (/dev/vfio/GROUP or /dev/vfio/devices/vfioN): it holds those devices."""
 
     pid: int
     command: str | None  # /proc/PID/comm
-    group: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class Machine:
 def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) -> Machine:
     """Read the machine under ``root`` once; never writes. ``rebar=False``: no Resizable BAR
     sizes, and no device woken from runtime suspend to read them. ``processes=False``: no
-    look at which processes hold /dev/vfio groups open."""
+    look at which processes hold VFIO files open."""
     groups, unlistable = _iommu_groups(root)
     cpuinfo = _cpuinfo(root)
     users, unlisted = _vfio_users(root) if processes else ((), 0)
@@ -267,6 +269,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
                 power_control=power[address][1],
                 power_state=power[address][2],
                 driver_module=_link_name(d / "driver/module"),
+                vfio_device=next(iter(_names(d / "vfio-dev")), None),
             )
         )
     return tuple(devices)
@@ -305,7 +308,7 @@ def _iommu_groups(root: Path) -> tuple[dict[str, tuple[str, ...]], tuple[str, ..
 
 
 def _vfio_users(root: Path) -> tuple[tuple[VfioUser, ...], int]:
-    """Every process with a /dev/vfio/N group open, and how many processes' open files
+    """Every process with a VFIO group or device file open, and how many processes' open files
     could not be listed (another user's, unless root). Processes that end meanwhile are skipped."""
     users, unlisted = [], 0
     for pid in sorted(int(n) for n in _names(root / PROCESSES) if n.isdigit()):
@@ -317,16 +320,16 @@ def _vfio_users(root: Path) -> tuple[tuple[VfioUser, ...], int]:
             continue
         except OSError:
             continue
-        groups = set()
+        held = set()
         for name in names:
             try:
                 target = os.readlink(fds / name)
             except OSError:
                 continue
-            if match := VFIO_GROUP_FILE.fullmatch(target):
-                groups.add(match.group(1))
-        command = _read(root / PROCESSES / str(pid) / "comm") if groups else None
-        users += [VfioUser(pid, command, g) for g in sorted(groups, key=int)]
+            if VFIO_FILE.fullmatch(target):
+                held.add(target)
+        command = _read(root / PROCESSES / str(pid) / "comm") if held else None
+        users += [VfioUser(pid, command, path) for path in sorted(held)]
     return tuple(users), unlisted
 
 
