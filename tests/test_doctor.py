@@ -43,6 +43,8 @@ SET_UP_PCI = {
     "0000:01:00.0": dataclasses.replace(AURORA_Z.devices["0000:01:00.0"], driver="vfio-pci", **ASLEEP),
     "0000:01:00.1": dataclasses.replace(AURORA_Z.devices["0000:01:00.1"], driver="vfio-pci", **ASLEEP),
 }
+# The dGPU awake (D0) while the VM is off.
+AWAKE = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
 # Debian builds vfio-pci as a module: modules.builtin lists others, the initramfs has it.
 BUILTIN = ("kernel/drivers/pci/pcie/portdrv.ko", "kernel/drivers/iommu/intel/iommu.ko")
 INITRAMFS = doctor.Initramfs(
@@ -303,8 +305,7 @@ def test_the_dgpu_kept_in_d0_by_power_control_on(tmp_path: Path) -> None:
 
 
 def test_vfio_pci_told_not_to_idle(tmp_path: Path) -> None:
-    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
-    status, lines = run(laptop(tmp_path, devices=devices, disable_idle_d3="Y"))
+    status, lines = run(laptop(tmp_path, devices=AWAKE, disable_idle_d3="Y"))
     assert (status, problems(lines)) == (
         1,
         [
@@ -317,8 +318,7 @@ def test_vfio_pci_told_not_to_idle(tmp_path: Path) -> None:
 
 def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> None:
     """Only warnings: exit status 2."""
-    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
-    status, lines = run(laptop(tmp_path, devices=devices))
+    status, lines = run(laptop(tmp_path, devices=AWAKE))
     assert (status, problems(lines)) == (
         2,
         [
@@ -331,14 +331,12 @@ def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> Non
 
 
 def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:
-    devices = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
-    status, lines = run(laptop(tmp_path, devices=devices), lv=libvirt(active=True))
+    status, lines = run(laptop(tmp_path, devices=AWAKE), lv=libvirt(active=True))
     assert status == 0
     assert lines[-2] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
 
 
 DOWN = doctor.Libvirt("qemu:///system", problem="cannot connect to libvirt at qemu:///system: connection refused")
-AWAKE = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
 
 
 def test_power_is_not_checked_while_a_process_holds_the_dgpu_group(tmp_path: Path) -> None:
