@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "pkg"))
 
 from gpupass import model, paths  # noqa: E402
-from gpupass.build import debsrc  # noqa: E402
+from gpupass.packaging import debsrc  # noqa: E402
 
 MINIMAL = {
     "debian/control": """Source: minimal

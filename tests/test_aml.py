@@ -7,9 +7,9 @@ import struct
 import pytest
 
 from gpupass import model
-from gpupass.build import aml, render
-from gpupass.build.artifacts import ssdt
 from gpupass.errors import ToolError
+from gpupass.packaging import aml, render
+from gpupass.packaging.artifacts import ssdt
 
 pytestmark = pytest.mark.tool
 

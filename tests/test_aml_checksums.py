@@ -12,8 +12,8 @@ import hashlib
 import pytest
 
 from gpupass import model, paths
-from gpupass.build import render
-from gpupass.build.artifacts import ssdt
+from gpupass.packaging import render
+from gpupass.packaging.artifacts import ssdt
 
 from .conftest import MODELS, ROOT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.build import render
+from gpupass.packaging import render
 
 from .conftest import ROOT
 

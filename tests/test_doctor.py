@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.build import render
 from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
+from gpupass.packaging import render
 
 from .conftest import ROOT
 from .layouts import AURORA_Z

@@ -10,11 +10,11 @@ import re
 import subprocess
 from pathlib import Path
 
-from gpupass.build import tools
+from gpupass.packaging import tools
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tools the tests run directly (not through gpupass.build.tools.run), and their packages.
+# Tools the tests run directly (not through gpupass.packaging.tools.run), and their packages.
 TEST_TOOLS = {
     "mmdebstrap": "mmdebstrap",
     "chroot": "coreutils",

@@ -14,7 +14,7 @@ PKG = ROOT / "pkg"
 # The build side and its dependencies made unimportable; sys.argv[1] is the pkg/ directory.
 BLOCKER = """
 import importlib, pkgutil, sys
-BLOCKED = ("gpupass.build", "jinja2", "sh", "stdeb", "lxml", "hypothesis")
+BLOCKED = ("gpupass.packaging", "jinja2", "sh", "stdeb", "lxml", "hypothesis")
 class Block:
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):
@@ -50,10 +50,10 @@ def test_the_blocker_catches_a_build_import(tmp_path: Path) -> None:
     tree = tmp_path / "pkg"
     subprocess.run(["cp", "-r", str(PKG), str(tree)], check=True)
     bad = tree / "gpupass" / "laptop" / "bad.py"
-    bad.write_text("from ..build import render\n")
+    bad.write_text("from ..packaging import render\n")
     result = subprocess.run([sys.executable, "-I", "-c", PROBE, str(tree)], capture_output=True, text=True, cwd="/")
     assert result.returncode != 0
-    assert "ImportError: the laptop side imported gpupass.build" in result.stderr
+    assert "ImportError: the laptop side imported gpupass.packaging" in result.stderr
 
 
 # The installed command's --help: the build side's jinja2 is not there.

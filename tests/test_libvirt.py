@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 
 from gpupass import model, paths
-from gpupass.build import render
+from gpupass.packaging import render
 
 from .conftest import MODELS, ROOT
 from .libvirt import Daemon

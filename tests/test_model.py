@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.build import debsrc
-from gpupass.build.artifacts import modelfile
 from gpupass.errors import ModelError
+from gpupass.packaging import debsrc
+from gpupass.packaging.artifacts import modelfile
 
 from .conftest import ROOT
 

@@ -48,10 +48,10 @@ def test_package_ships_every_artifact(built: Path) -> None:
     laptop_side = sorted(
         f"{dist}{p.relative_to(source)}"
         for p in (source / "gpupass").rglob("*.py")
-        if p.relative_to(source / "gpupass").parts[0] != "build"
+        if p.relative_to(source / "gpupass").parts[0] != "packaging"
     )
     assert sorted(p for p in shipped if p.startswith(dist) and p.endswith(".py")) == laptop_side
-    assert f"{dist}gpupass/laptop/doctor.py" in laptop_side and f"{dist}gpupass/build/render.py" not in laptop_side
+    assert f"{dist}gpupass/laptop/doctor.py" in laptop_side and f"{dist}gpupass/packaging/render.py" not in laptop_side
     # Merged /usr: nothing in the aliased top-level directories.
     assert [p for p in shipped if p.split("/")[1] in ("lib", "lib64", "bin", "sbin")] == []
 
@@ -120,8 +120,7 @@ SCRATCH = (".nox", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__",
 
 
 def scratch_files(directory: str, names: list[str]) -> set[str]:
-    """What a checkout holds but a commit does not: tools' caches, and build/ at the top only
-    (pkg/gpupass/build is source)."""
+    """What a checkout holds but a commit does not: tools' caches, and the build/ output at the top."""
     ignored = set(shutil.ignore_patterns(*SCRATCH)(directory, names))
     return ignored | ({"build"} if Path(directory) == ROOT else set())
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.build import ppa
 from gpupass.errors import GpupassError
+from gpupass.packaging import ppa
 
 from .conftest import gpupass, scratch_clone
 

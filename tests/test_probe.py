@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.build import debsrc, render
 from gpupass.laptop import machine, preflight, probe
 from gpupass.laptop.machine import Bar
+from gpupass.packaging import debsrc, render
 
 from . import make_models
 from .conftest import ROOT

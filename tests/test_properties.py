@@ -32,9 +32,9 @@ from hypothesis import Phase, find, given, settings
 from lxml import etree
 
 from gpupass import model, paths
-from gpupass.build import aml, render, tools
-from gpupass.build.artifacts import domain, grub, modelfile, modprobe, ssdt, systemd
 from gpupass.model import Model
+from gpupass.packaging import aml, render, tools
+from gpupass.packaging.artifacts import domain, grub, modelfile, modprobe, ssdt, systemd
 
 from .strategies import batteries, derived, models
 

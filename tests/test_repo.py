@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.build import repo
 from gpupass.errors import GpupassError
+from gpupass.packaging import repo
 
 from . import chroot
 

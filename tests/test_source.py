@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.build import debsrc, version
+from gpupass.packaging import debsrc, version
 
 from . import chroot
 from .conftest import ROOT

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import __version__
-from gpupass.build import changelog, debsrc, version
+from gpupass.packaging import changelog, debsrc, version
 
 from .conftest import git, gpupass, scratch_clone
 

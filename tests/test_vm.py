@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from gpupass import cli, model, paths
-from gpupass.build import render
 from gpupass.errors import GpupassError
 from gpupass.laptop import machine, vm, xmledit
+from gpupass.packaging import render
 
 from .conftest import MODELS, ROOT
 from .libvirt import Daemon

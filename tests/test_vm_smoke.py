@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import cli, model
-from gpupass.build import render
+from gpupass.packaging import render
 
 from . import vm_smoke
 from .conftest import MODELS, ROOT

@@ -62,8 +62,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .build import render
-    from .build.artifacts import modelfile
+    from .packaging import render
+    from .packaging.artifacts import modelfile
 
     m, _ = load_model(args.model)
     files = render.render_all(m)
@@ -80,7 +80,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .build import render
+    from .packaging import render
 
     m, _ = load_model(args.model)
     files = render.render_all(m)  # everything rendered before anything is written
@@ -92,7 +92,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """build-deb and build-source: the same steps up to the debsrc builder they name."""
-    from .build import debsrc, render
+    from .packaging import debsrc, render
 
     m, path = load_model(args.model)
     render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
@@ -117,7 +117,7 @@ def models_arg(arg: str) -> list[tuple[model.Model, Path]]:
 
 
 def cmd_build_all(args: argparse.Namespace) -> int:
-    from .build import buildall
+    from .packaging import buildall
 
     results = buildall.build_all(models_arg(args.models), Path(args.out), args.jobs)
     for r in results:
@@ -128,7 +128,7 @@ def cmd_build_all(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .build import buildall, repo, version
+    from .packaging import buildall, repo, version
 
     debs = [Path(d) for d in args.debs]
     if args.models:
@@ -150,7 +150,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_ppa(args: argparse.Namespace) -> int:
-    from .build import ppa
+    from .packaging import ppa
 
     ppa.publish(models_arg(args.models), args.series, args.ppa, Path(args.out), args.upload, args.key)
     return 0
@@ -203,7 +203,7 @@ def maintainer_steps_available() -> bool:
     """The source tree (models/), the build side and its jinja2 are there: not the installed
     command, which ships without the build side."""
     try:
-        build_side = all(importlib.util.find_spec(name) is not None for name in ("jinja2", "gpupass.build"))
+        build_side = all(importlib.util.find_spec(name) is not None for name in ("jinja2", "gpupass.packaging"))
     except (ImportError, ValueError):
         build_side = False
     return build_side and paths.MODELS_DIR.is_dir()

@@ -1,4 +1,4 @@
 """The laptop side: what the installed ``gpupass`` command runs on the laptop.
 
-Standard library and libvirt only; never imports ``gpupass.build``.
+Standard library and libvirt only; never imports ``gpupass.packaging``.
 """

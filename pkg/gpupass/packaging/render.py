@@ -1,6 +1,6 @@
 """Turn a Model into the files the package ships: ``{path in the package: bytes}``.
 
-Each artifact kind lives in its own module under ``gpupass.build.artifacts`` with the same
+Each artifact kind lives in its own module under ``gpupass.packaging.artifacts`` with the same
 shape, ``render(model, templates) -> {relative path: bytes}``, and (but for the AML)
 one template in ``config-templates/``. Adding an artifact touches one module and one
 template, plus its line in ARTIFACTS below.
