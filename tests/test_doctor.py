@@ -14,8 +14,10 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -384,17 +386,29 @@ def test_an_awake_dgpu_with_libvirt_unreachable_and_processes_unlisted_is_a_warn
     ]
 
 
+# What the installed command runs on; the tests' venv lives inside the checkout.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
 def test_processes_another_user_cannot_list_are_counted(tmp_path: Path) -> None:
     """For real: as nobody, this machine's /proc shows root's processes but not their open files."""
     if os.geteuid() != 0:
         pytest.skip("needs root, to run a process as nobody")
     program = "from gpupass.laptop import machine; print(machine.read().unlisted_processes)"
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "pkg")}
-    as_root = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
-    as_nobody = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", program],
-        env=env, capture_output=True, text=True, check=True, cwd="/",
-    )  # fmt: skip
+    # nobody may not read the checkout (a clone in /root or a 0700 home) nor the venv in it:
+    # it gets a world-readable copy of the package in a directory of its own, and the
+    # system's python3 (the laptop side needs only the standard library).
+    with tempfile.TemporaryDirectory(prefix="gpupass-nobody-") as readable:
+        os.chmod(readable, 0o755)
+        shutil.copytree(ROOT / "pkg/gpupass", Path(readable, "gpupass"), ignore=shutil.ignore_patterns("__pycache__"))
+        for path in Path(readable).rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": readable, "PYTHONDONTWRITEBYTECODE": "1"}
+        as_root = subprocess.run([SYSTEM_PYTHON, "-c", program], env=env, capture_output=True, text=True, check=True)
+        as_nobody = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", SYSTEM_PYTHON, "-c", program],
+            env=env, capture_output=True, text=True, check=True, cwd="/",
+        )  # fmt: skip
     assert int(as_root.stdout) == 0
     assert int(as_nobody.stdout) > 0  # this test's own pytest process, at least
 

@@ -30,6 +30,8 @@ HOST_CERTIFICATES = Path("/usr/local/share/ca-certificates")
 # The host's settings that point tools at the system's CA bundle (pip, git, curl).
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO")
 COMMAND_TIMEOUT = 40 * 60
+# Where the fresh machine's user clones the project.
+CHECKOUT = "/root/gpupass"
 
 
 def setup_commands(readme: str) -> list[str]:
@@ -55,8 +57,11 @@ def make_fresh_system(target: Path) -> None:
     for certificate in sorted(HOST_CERTIFICATES.glob("*.crt")):
         shutil.copy2(certificate, target / "usr/local/share/ca-certificates" / certificate.name)
     subprocess.run(["chroot", str(target), "update-ca-certificates"], check=True, capture_output=True)
-    # The committed checkout, as `git clone` gives it to a new user.
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(target / "src/gpupass")], check=True)
+    # The committed checkout, as `git clone` gives it to a new user, where root's own clone
+    # lands: in /root, which only root may enter (a test that runs something as another user
+    # must hand it a copy it can read).
+    (target / "root").chmod(0o700)
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(target / CHECKOUT.lstrip("/"))], check=True)
 
 
 # A real machine's / is a mount point with /proc, /dev and /sys (unshare --propagation needs
@@ -93,7 +98,7 @@ def run_in_fresh_system(target: Path, command: str, log: Path) -> subprocess.Com
         **{name: os.environ[name] for name in CERTIFICATE_VARIABLES if name in os.environ},
     }
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_MACHINE, "sh", str(target)]
-    argv += ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", f"cd /src/gpupass && {command}"]
+    argv += ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", f"cd {CHECKOUT} && {command}"]
     with log.open("wb") as out:
         return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT, env=env)
 
@@ -116,4 +121,4 @@ def test_readme_setup_commands_pass_on_a_fresh_machine(tmp_path: Path) -> None:
         log = tmp_path / f"command-{n}.log"
         result = run_in_fresh_system(target, command, log)
         assert result.returncode == 0, f"`{command}` failed ({result.returncode}):\n{summary(log)}"
-    assert (target / "src/gpupass/build/gpupass-aurora-z.deb").is_file()
+    assert (target / CHECKOUT.lstrip("/") / "build/gpupass-aurora-z.deb").is_file()
