@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
+from gpupass.laptop import doctor, libvirtconn, machine, probe, vbios, vm
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -424,6 +424,30 @@ def test_a_vbios_only_root_can_read(tmp_path: Path) -> None:
             " running as another user, cannot load it (fix: sudo chmod 644 /var/lib/gpupass/vbios.rom)"
         ],
     )
+
+
+@pytest.mark.parametrize(
+    ("record", "said"),
+    [
+        (
+            vbios.origin_record(GPU_ROM.rom, "EFI stub's copy (/sys/kernel/boot_params/setup_data/2)"),
+            ", from EFI stub's copy (/sys/kernel/boot_params/setup_data/2)",
+        ),
+        (
+            vbios.origin_record(b"another ROM", "gpupass vbios import /tmp/x.rom"),
+            ", from an unknown source (/var/lib/gpupass/vbios.rom.source is for another ROM)",
+        ),
+    ],
+    ids=["recorded", "record-of-another-rom"],
+)
+def test_doctor_says_where_the_vbios_came_from(tmp_path: Path, record: bytes, said: str) -> None:
+    root = laptop(tmp_path)
+    (root / "var/lib/gpupass/vbios.rom.source").write_bytes(record)
+    status, lines = run(root)
+    assert status == 0
+    assert [line for line in lines if line.startswith("ok: vBIOS")] == [
+        "ok: vBIOS /var/lib/gpupass/vbios.rom: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes" + said
+    ]
 
 
 def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:
