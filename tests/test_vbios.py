@@ -586,6 +586,7 @@ def test_read_error_after_unbind_binds_back_and_names_the_import_fallback(kernel
         f"hint: {vbios.IMPORT_HINT}",
     ]
     assert "gpupass vbios import FILE" in vbios.IMPORT_HINT
+    assert "gpupass vbios from-update FILE" in vbios.IMPORT_HINT
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert not dest.exists()
     assert kernel.driver() == "vfio-pci"

@@ -65,7 +65,8 @@ CODE_TYPES = {
 
 IMPORT_HINT = (
     "many Optimus laptops do not expose the vBIOS through the ROM BAR; take the GPU's ROM from"
-    " the laptop maker's BIOS update and install it with: gpupass vbios import FILE"
+    " the laptop maker's BIOS update with: gpupass vbios from-update FILE, or install a ROM file"
+    " you have with: gpupass vbios import FILE"
 )
 
 
@@ -670,7 +671,7 @@ def import_rom(src: Path, expected_id: str, dest: Path) -> Installed:
 
 
 def cli(argv: list[str], model: Model) -> int:
-    """``gpupass vbios extract | check FILE | import FILE`` for the model's GPU.
+    """``gpupass vbios extract | check FILE | import FILE | from-update FILE`` for the model's GPU.
 
     Prints the report and returns 0; every failure is raised as a GpupassError for the
     caller to print (argparse itself exits 2 on misuse).
@@ -693,13 +694,20 @@ def cli(argv: list[str], model: Model) -> int:
     extract_parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     commands.add_parser("check", help="validate a ROM file against the GPU").add_argument("file", type=Path)
     storing("import", "validate a ROM file and install it").add_argument("file", type=Path)
+    storing("from-update", "find the GPU's ROM in the laptop maker's BIOS update and install it").add_argument(
+        "file", type=Path
+    )
     args = parser.parse_args(argv)
     gpu = model.gpu.functions[0]
     if args.command == "extract":
         lines = extract(gpu.address, gpu.id, args.out, args.root).lines()
     elif args.command == "check":
         lines = check_file(args.file, gpu.id).describe()
-    else:
+    elif args.command == "import":
         lines = import_rom(args.file, gpu.id, args.out).lines()
+    else:
+        from . import firmware
+
+        lines = firmware.from_update(args.file, gpu.id, args.out).lines()
     print("\n".join(lines))
     return 0
