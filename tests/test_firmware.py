@@ -255,6 +255,25 @@ def test_tiano_sections_without_uefiextract_name_its_package(tmp_path: Path, mon
     ]
 
 
+@pytest.mark.tool
+def test_an_installer_is_unwrapped_with_7z(tmp_path: Path, gpu_rom: bytes) -> None:
+    """7z compresses what it packs: the ROM inside shows only once it is unpacked (OVMF's
+    compressed volume may show through: LZMA2 stores incompressible chunks as they are)."""
+    inner = tmp_path / "in/BIOS/update.bin"
+    inner.parent.mkdir(parents=True)
+    inner.write_bytes(into_ovmf(raw_rom_file(gpu_rom)))
+    installer = tmp_path / "installer.7z"
+    subprocess.run(["7z", "a", "-bd", str(installer), "BIOS"], cwd=inner.parent.parent, capture_output=True, check=True)
+    assert gpu_rom[:4096] not in installer.read_bytes()
+    dest = tmp_path / "vbios.rom"
+    installed = firmware.from_update(installer, GPU_ID, dest)
+    assert installed.lines()[0] == (
+        f"{dest}: stored (from gpupass vbios from-update: {installer} > BIOS/update.bin: volume at 0x0"
+        f" > file {ROM_NAME} > RAW section at 0x0)"
+    )
+    assert dest.read_bytes() == gpu_rom
+
+
 # UEFIExtract agrees ------------------------------------------------------------------------
 
 

@@ -59,6 +59,10 @@ MAX_DEPTH = 12  # volumes in sections in volumes: real images nest 3-4 deep
 
 UEFITOOL = ("UEFIExtract", "uefitool-cli")
 UNWRAPPERS = (("7z", "p7zip-full"), ("innoextract", "innoextract"))
+# What an installer or archive starts with: a Windows executable, 7z, zip, cab. LZMA2 stores
+# incompressible chunks as they are, so a volume may show through the wrapper while the ROM
+# beside it does not: such files are unwrapped whenever the walk found no ROM.
+WRAPPERS = (b"MZ", b"7z\xbc\xaf\x27\x1c", b"PK\x03\x04", b"MSCF")
 
 
 @dataclass
@@ -324,7 +328,7 @@ def from_update(src: Path, expected_id: str, dest: Path) -> Installed:
     walk = walk_file(data, str(src))
     result = search(walk.leaves, vendor, device, Search())
     hint = None
-    if result.found is None and not walk.volumes:
+    if result.found is None and (not walk.volumes or data.startswith(WRAPPERS)):
         unwrapped = _unwrap(src)
         if unwrapped is None:
             hint = "it may be an installer: sudo apt install p7zip-full innoextract, and run this again"
