@@ -233,7 +233,7 @@ def test_no_vbios(tmp_path: Path) -> None:
         1,
         [
             "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM"
-            " from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+            " from the laptop's BIOS update: sudo gpupass vbios from-update FILE)"
         ],
     )
 
@@ -248,7 +248,7 @@ def test_a_vbios_for_another_gpu(tmp_path: Path) -> None:
         1,
         [
             "fail: /var/lib/gpupass/vbios.rom: image 1: PCIR says 10de:25a0, the GPU is 10de:25a2 (fix: replace it"
-            " with a valid ROM: take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+            " with a valid ROM: take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios from-update FILE)"
         ],
     )
 
@@ -539,7 +539,7 @@ def test_json_for_scripts(tmp_path: Path) -> None:
         "status": "fail",
         "what": "no vBIOS at /var/lib/gpupass/vbios.rom",
         "fix": "sudo gpupass vbios extract, or take the GPU's ROM from the laptop's BIOS update:"
-        " sudo gpupass vbios import FILE",
+        " sudo gpupass vbios from-update FILE",
     }
 
 
@@ -558,7 +558,7 @@ NOTHING_SET_UP = [
     " itself)",
     "warn: the IOMMU groups are not checked: there are none (the IOMMU is off) (fix: see the IOMMU check)",
     "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM from the"
-    " laptop's BIOS update: sudo gpupass vbios import FILE)",
+    " laptop's BIOS update: sudo gpupass vbios from-update FILE)",
     "fail: no OVMF firmware file /usr/share/OVMF/OVMF_CODE_4M.fd, /usr/share/OVMF/OVMF_VARS_4M.fd (fix: sudo apt"
     " install ovmf)",
 ]

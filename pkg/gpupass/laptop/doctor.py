@@ -386,7 +386,7 @@ def check_vbios(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     from . import vbios
 
     rom = paths.VBIOS_ROM
-    from_update = "take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios import FILE"
+    from_update = "take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios from-update FILE"
     if facts.vbios_problem:
         return [Finding("vbios", FAIL, facts.vbios_problem, "run gpupass doctor as root")]
     if facts.vbios is None:

@@ -32,9 +32,9 @@ from .vbios import (
     ROM_SIGNATURE,
     Installed,
     RomError,
-    _parse_id,
-    _present,
     install,
+    parse_id,
+    present_rom,
     validate,
 )
 
@@ -320,7 +320,7 @@ def _unwrap(src: Path) -> list[Path] | None:
 def from_update(src: Path, expected_id: str, dest: Path) -> Installed:
     """Find the GPU's ROM in the BIOS update ``src`` and store it at ``dest``; refused with one
     line (and the package to install, where a tool would help) when there is none."""
-    vendor, device = _parse_id(expected_id)
+    vendor, device = parse_id(expected_id)
     try:
         data = src.read_bytes()
     except OSError as e:
@@ -360,7 +360,7 @@ def from_update(src: Path, expected_id: str, dest: Path) -> Installed:
         problems = [p.removeprefix(f"{src}: ") for p in walk.problems] + result.invalid
         raise RomError(f"{src}: {'; '.join([*problems, missing])}", hint=hint)
     origin, report = result.found
-    present = _present(dest, vendor, device)
+    present = present_rom(dest, vendor, device)
     if present is not None and present.rom == report.rom:
         return Installed(dest, present, written=False)
     return install(report, dest, f"gpupass vbios from-update: {origin}")

@@ -297,7 +297,7 @@ def _u32(data: bytes, position: int) -> int:
     return int.from_bytes(data[position : position + 4], "little")
 
 
-def _parse_id(pci_id: str) -> tuple[int, int]:
+def parse_id(pci_id: str) -> tuple[int, int]:
     """'10de:25a2' -> (0x10de, 0x25a2); the model has already checked the form."""
     vendor, _, device = pci_id.partition(":")
     return int(vendor, 16), int(device, 16)
@@ -309,7 +309,7 @@ def check_file(path: Path, expected_id: str) -> RomReport:
         data = path.read_bytes()
     except OSError as e:
         raise RomError(f"{path}: cannot be read: {e.strerror}") from None
-    return validate(data, *_parse_id(expected_id), source=str(path))
+    return validate(data, *parse_id(expected_id), source=str(path))
 
 
 # Reading the ROM BAR ------------------------------------------------------------------
@@ -514,7 +514,7 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _present(dest: Path, expected_vendor: int, expected_device: int) -> RomReport | None:
+def present_rom(dest: Path, expected_vendor: int, expected_device: int) -> RomReport | None:
     """The report of ``dest`` if it already holds a valid ROM for the GPU exactly as it would
     be stored (nothing to trim); None if it is missing or anything else."""
     try:
@@ -559,7 +559,7 @@ def _from_rom_bar(address: str, expected_id: str, root: Path) -> tuple[RomReport
     if not data:
         raise NothingHere(f"{source}: read 0 bytes (the firmware put no image there)")
     try:
-        return validate(data, *_parse_id(expected_id), source=source), source
+        return validate(data, *parse_id(expected_id), source=source), source
     except NothingHere:
         raise
     except RomError as e:
@@ -578,7 +578,7 @@ def _from_setup_data(address: str, expected_id: str, root: Path) -> tuple[RomRep
     where = f"/{machine.SETUP_DATA}"
     if entries is None:
         raise NothingHere(f"{EFI_STUB}: no {where} (the kernel was not started by its EFI stub)")
-    vendor, device = _parse_id(expected_id)
+    vendor, device = parse_id(expected_id)
     roms = [e for e in entries if e.type == machine.SETUP_PCI]
     unreadable = [f"{where}/{e.number}: {e.problem}" for e in entries if e.problem]
     if not roms:
@@ -631,7 +631,7 @@ def _from_nouveau(address: str, expected_id: str, root: Path) -> tuple[RomReport
     except OSError as e:
         raise NothingHere(f"{NOUVEAU}: cannot read {path}: {e.strerror}") from None
     try:
-        return validate(data, *_parse_id(expected_id), source=path), f"{NOUVEAU} ({path})"
+        return validate(data, *parse_id(expected_id), source=path), f"{NOUVEAU} ({path})"
     except RomError as e:
         raise NothingHere(_one_line(e)) from None
 
@@ -642,8 +642,8 @@ SOURCES = (_from_rom_bar, _from_setup_data, _from_nouveau)
 def extract(pci_address: str, expected_id: str, dest: Path, root: Path = Path("/")) -> Installed:
     """Store the GPU's vBIOS at ``dest`` from the first source that gives a valid one (the ROM
     BAR, the EFI stub's copy, nouveau's copy), unless a valid one is there already."""
-    vendor, device_id = _parse_id(expected_id)
-    present = _present(dest, vendor, device_id)
+    vendor, device_id = parse_id(expected_id)
+    present = present_rom(dest, vendor, device_id)
     if present is not None:
         return Installed(dest, present, written=False)
     tried: list[str] = []
@@ -661,7 +661,7 @@ def extract(pci_address: str, expected_id: str, dest: Path, root: Path = Path("/
 def import_rom(src: Path, expected_id: str, dest: Path) -> Installed:
     """Install a ROM the user supplies (e.g. from a BIOS update) at ``dest``, after the same checks."""
     report = check_file(src, expected_id)
-    present = _present(dest, *_parse_id(expected_id))
+    present = present_rom(dest, *parse_id(expected_id))
     if present is not None and present.rom == report.rom:
         return Installed(dest, present, written=False)
     return install(report, dest, f"gpupass vbios import {src}")
