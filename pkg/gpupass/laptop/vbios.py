@@ -560,8 +560,6 @@ def _from_rom_bar(address: str, expected_id: str, root: Path) -> tuple[RomReport
         raise NothingHere(f"{source}: read 0 bytes (the firmware put no image there)")
     try:
         return validate(data, *parse_id(expected_id), source=source), source
-    except NothingHere:
-        raise
     except RomError as e:
         raise NothingHere(_one_line(e)) from None
 
