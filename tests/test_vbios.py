@@ -463,7 +463,10 @@ def eio_always(device: SysfsDevice) -> None:
     raise eio()
 
 
-NO_SETUP_DATA = "EFI stub's copy: no /sys/kernel/boot_params/setup_data (the kernel was not started by its EFI stub)"
+NO_SETUP_DATA = (
+    "EFI stub's copy: no /sys/kernel/boot_params/setup_data (the kernel got no setup_data: not started through"
+    " its EFI stub, or handed nothing)"
+)
 
 
 def not_nouveau(driver: str) -> str:
@@ -724,10 +727,13 @@ def test_wrong_device_at_the_address_is_not_touched(
 def test_missing_device_is_reported(kernel: FakeKernel, dest: Path) -> None:
     with pytest.raises(RomError) as raised:
         extract("0000:02:00.0", GPU_ID, dest, kernel.top)
-    assert raised.value.lines()[0] == (
+    assert raised.value.lines() == [
         "no PCI device 0000:02:00.0 (expected the GPU 10de:25a2 there;"
-        " check gpu.functions[0].address in the model against 'lspci -Dnn')"
-    )
+        " check gpu.functions[0].address in the model against 'lspci -Dnn')",
+        NO_SETUP_DATA,
+        "nouveau's copy: no PCI device 0000:02:00.0",
+        f"hint: {vbios.IMPORT_HINT}",
+    ]
 
 
 def test_device_without_rom_bar_points_to_import(kernel: FakeKernel, dest: Path) -> None:

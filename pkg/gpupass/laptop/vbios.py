@@ -575,7 +575,10 @@ def _from_setup_data(address: str, expected_id: str, root: Path) -> tuple[RomRep
     entries = machine.setup_data(root)
     where = f"/{machine.SETUP_DATA}"
     if entries is None:
-        raise NothingHere(f"{EFI_STUB}: no {where} (the kernel was not started by its EFI stub)")
+        raise NothingHere(
+            f"{EFI_STUB}: no {where} (the kernel got no setup_data: not started through its EFI stub,"
+            " or handed nothing)"
+        )
     vendor, device = parse_id(expected_id)
     roms = [e for e in entries if e.type == machine.SETUP_PCI]
     unreadable = [f"{where}/{e.number}: {e.problem}" for e in entries if e.problem]
@@ -613,7 +616,10 @@ def _from_setup_data(address: str, expected_id: str, root: Path) -> tuple[RomRep
 
 
 def _from_nouveau(address: str, expected_id: str, root: Path) -> tuple[RomReport, str]:
-    driver = SysfsDevice(address, root / "sys").driver()
+    device = SysfsDevice(address, root / "sys")
+    if not device.path.exists():
+        raise NothingHere(f"{NOUVEAU}: no PCI device {address}")
+    driver = device.driver()
     if driver != "nouveau":
         bound = f"bound to {driver}" if driver else "bound to no driver"
         raise NothingHere(f"{NOUVEAU}: the GPU is {bound}, not nouveau (gpupass binds no driver to get a ROM)")
