@@ -6,6 +6,7 @@ sys/bus/pci/devices, iommu_group and the groups' devices/ entries are relative s
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -201,6 +202,56 @@ def resource_file(bars: tuple[BarSpec, ...], base: int) -> str:
         lines[bar.index] = f"0x{address:016x} 0x{address + bar.size - 1:016x} 0x{flags:016x}"
         address += bar.size
     return "\n".join(lines) + "\n"
+
+
+# The x86 boot protocol's setup_data (arch/x86/include/uapi/asm/setup_data.h) and the EFI stub's
+# SETUP_PCI payload (struct pci_setup_rom, arch/x86/include/asm/setup_data.h), declared with
+# ctypes so the compiler's layout rules (natural alignment, unsigned long = 8 bytes on x86_64)
+# come from the C definitions, not from the reader under test.
+SETUP_E820_EXT, SETUP_PCI = 0x1, 0x3
+
+
+class SetupDataHeader(ctypes.Structure):
+    _fields_ = [("next", ctypes.c_uint64), ("type", ctypes.c_uint32), ("len", ctypes.c_uint32)]
+
+
+class PciSetupRom(ctypes.Structure):
+    _fields_ = [
+        ("data", SetupDataHeader),
+        ("vendor", ctypes.c_uint16),
+        ("devid", ctypes.c_uint16),
+        ("pcilen", ctypes.c_uint64),
+        ("segment", ctypes.c_ulong),
+        ("bus", ctypes.c_ulong),
+        ("device", ctypes.c_ulong),
+        ("function", ctypes.c_ulong),
+    ]  # then uint8_t romdata[]
+
+
+def pci_setup_rom(pci_id: str, address: str, rom: bytes, pcilen: int | None = None) -> bytes:
+    """What the EFI stub's preserve_pci_rom_image() writes (drivers/firmware/efi/libstub/x86-stub.c),
+    header included, for the device ``pci_id`` at ``address`` (0000:01:00.0)."""
+    vendor, device = (int(part, 16) for part in pci_id.split(":"))
+    segment, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    entry = PciSetupRom(
+        SetupDataHeader(0, SETUP_PCI, ctypes.sizeof(PciSetupRom) - ctypes.sizeof(SetupDataHeader) + len(rom)),
+        vendor, device, len(rom) if pcilen is None else pcilen,
+        int(segment, 16), int(bus, 16), int(slot, 16), int(function, 16),
+    )  # fmt: skip
+    return bytes(entry) + rom
+
+
+def build_setup_data(root: Path, entries: list[tuple[int, bytes]]) -> None:
+    """/sys/kernel/boot_params/setup_data/N as arch/x86/kernel/ksysfs.c shows each (type, entry):
+    ``type`` as 0x%x, ``data`` the bytes after the setup_data header."""
+    directory = root / "sys/kernel/boot_params/setup_data"
+    directory.mkdir(parents=True)
+    header = ctypes.sizeof(SetupDataHeader)
+    for number, (kind, entry) in enumerate(entries):
+        (directory / str(number)).mkdir()
+        (directory / str(number) / "type").write_text(f"0x{kind:x}\n")
+        (directory / str(number) / "data").write_bytes(entry[header:])
 
 
 def changed(devices: dict[str, Dev], address: str, **changes: object) -> dict[str, Dev]:

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import doctor, libvirtconn, machine, probe, vm
+from gpupass.laptop import doctor, libvirtconn, machine, probe, vbios, vm
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -233,7 +233,7 @@ def test_no_vbios(tmp_path: Path) -> None:
         1,
         [
             "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM"
-            " from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+            " from the laptop's BIOS update: sudo gpupass vbios from-update FILE)"
         ],
     )
 
@@ -248,7 +248,7 @@ def test_a_vbios_for_another_gpu(tmp_path: Path) -> None:
         1,
         [
             "fail: /var/lib/gpupass/vbios.rom: image 1: PCIR says 10de:25a0, the GPU is 10de:25a2 (fix: replace it"
-            " with a valid ROM: take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios import FILE)"
+            " with a valid ROM: take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios from-update FILE)"
         ],
     )
 
@@ -426,6 +426,30 @@ def test_a_vbios_only_root_can_read(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("record", "said"),
+    [
+        (
+            vbios.origin_record(GPU_ROM.rom, "EFI stub's copy (/sys/kernel/boot_params/setup_data/2)"),
+            ", from EFI stub's copy (/sys/kernel/boot_params/setup_data/2)",
+        ),
+        (
+            vbios.origin_record(b"another ROM", "gpupass vbios import /tmp/x.rom"),
+            ", from an unknown source (/var/lib/gpupass/vbios.rom.source is for another ROM)",
+        ),
+    ],
+    ids=["recorded", "record-of-another-rom"],
+)
+def test_doctor_says_where_the_vbios_came_from(tmp_path: Path, record: bytes, said: str) -> None:
+    root = laptop(tmp_path)
+    (root / "var/lib/gpupass/vbios.rom.source").write_bytes(record)
+    status, lines = run(root)
+    assert status == 0
+    assert [line for line in lines if line.startswith("ok: vBIOS")] == [
+        "ok: vBIOS /var/lib/gpupass/vbios.rom: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes" + said
+    ]
+
+
 def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:
     listing = doctor.Initramfs(INITRAMFS.image, INITRAMFS.files[:2])
     status, lines = run(laptop(tmp_path), initramfs=listing)
@@ -515,7 +539,7 @@ def test_json_for_scripts(tmp_path: Path) -> None:
         "status": "fail",
         "what": "no vBIOS at /var/lib/gpupass/vbios.rom",
         "fix": "sudo gpupass vbios extract, or take the GPU's ROM from the laptop's BIOS update:"
-        " sudo gpupass vbios import FILE",
+        " sudo gpupass vbios from-update FILE",
     }
 
 
@@ -534,7 +558,7 @@ NOTHING_SET_UP = [
     " itself)",
     "warn: the IOMMU groups are not checked: there are none (the IOMMU is off) (fix: see the IOMMU check)",
     "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM from the"
-    " laptop's BIOS update: sudo gpupass vbios import FILE)",
+    " laptop's BIOS update: sudo gpupass vbios from-update FILE)",
     "fail: no OVMF firmware file /usr/share/OVMF/OVMF_CODE_4M.fd, /usr/share/OVMF/OVMF_VARS_4M.fd (fix: sudo apt"
     " install ovmf)",
 ]

@@ -52,7 +52,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     assert lines[0] == "gpupass doctor: MECHREVO Aurora Z (gpupass-aurora-z)"
     assert (
         "fail: no vBIOS at /var/lib/gpupass/vbios.rom (fix: sudo gpupass vbios extract, or take the GPU's ROM from"
-        " the laptop's BIOS update: sudo gpupass vbios import FILE)"
+        " the laptop's BIOS update: sudo gpupass vbios from-update FILE)"
     ) in lines
     assert (
         "warn: libvirt not checked: libvirt's Python API is not installed (import libvirt failed)"

@@ -46,6 +46,8 @@ TEST_TOOLS = {
     "dpkg": "dpkg",
     "dpkg-parsechangelog": "dpkg-dev",
     "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
+    "UEFIExtract": "uefitool-cli",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
+    "7z": "p7zip-full",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}

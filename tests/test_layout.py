@@ -41,7 +41,7 @@ def test_laptop_side_imports_nothing_from_the_build_side() -> None:
     result = subprocess.run([sys.executable, "-I", "-c", PROBE, str(PKG)], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     imported = result.stdout.split()
-    laptop = {"preflight", "vbios", "vm", "xmledit", "libvirtconn", "machine", "probe", "doctor", "command"}
+    laptop = {"preflight", "vbios", "firmware", "vm", "xmledit", "libvirtconn", "machine", "probe", "doctor", "command"}
     assert {f"gpupass.laptop.{name}" for name in laptop} | {"gpupass.cli"} <= set(imported)
 
 

@@ -80,6 +80,8 @@ def test_control_fields(built: Path) -> None:
     assert depends == "Depends: python3:any (>= 3.11~)"
     recommends = next(line for line in fields.splitlines() if line.startswith("Recommends:"))
     assert recommends == "Recommends: libvirt-daemon-system, qemu-system-x86, ovmf, python3-libvirt"
+    suggests = next(line for line in fields.splitlines() if line.startswith("Suggests:"))
+    assert suggests == "Suggests: uefitool-cli, p7zip-full, innoextract"
 
 
 def test_conffiles_are_only_under_etc(built: Path, tmp_path: Path) -> None:

@@ -250,6 +250,20 @@ def test_apt_install_brings_the_vm_stack_by_its_recommends(system, built: Path) 
     assert re.search(r"^Inst gpupass-aurora-z ", plan, re.M), plan
 
 
+SUGGESTS = ("uefitool-cli", "p7zip-full", "innoextract")
+
+
+def test_the_suggests_exist_on_the_release(system) -> None:
+    """What gpupass vbios from-update names for apt install is in the release's archive."""
+    release, root = system
+    with root.mounts():
+        root.run("apt-get", "update", "-q")
+        shown = root.run("apt-cache", "show", "--no-all-versions", *SUGGESTS, check=False)
+    assert {name for name in SUGGESTS if re.search(rf"^Package: {re.escape(name)}$", shown.stdout, re.M)} == set(
+        SUGGESTS
+    ), (release.name, shown.stdout[-2000:], shown.stderr)
+
+
 # --- gpupass vm attach against the release's own libvirtd -------------------------------------
 
 # The release's libvirtd in the chroot, set up as tests/libvirt.py sets up the host's (see

@@ -32,6 +32,8 @@ from gpupass.laptop import vbios
 from gpupass.laptop.vbios import RomError, SysfsDevice, check_file, extract, import_rom, store, validate
 from gpupass.model import load
 
+from .sysfs import SETUP_E820_EXT, SETUP_PCI, build_setup_data, pci_setup_rom
+
 REPO = Path(__file__).parents[1]
 GPU_ADDRESS = "0000:01:00.0"
 GPU_ID = "10de:25a2"
@@ -107,7 +109,8 @@ class Chain:
 
 ids = st.integers(0, 0xFFFF)
 any_code_type = st.sampled_from(sorted(vbios.CODE_TYPES)) | st.integers(0, 255)
-junk_bytes = st.binary(max_size=48).filter(lambda b: b"\x55\xaa" not in b)
+# Junk before a ROM: no 55 AA in it, and not NVIDIA's firmware header (a header of its own).
+junk_bytes = st.binary(max_size=48).filter(lambda b: b"\x55\xaa" not in b and not b.startswith(b"NVGI"))
 
 
 @st.composite
@@ -174,7 +177,7 @@ def test_imported_rom_is_stored_byte_for_byte(chain: Chain) -> None:
         assert installed.written
         assert dest.read_bytes() == chain.rom
         assert dest.stat().st_mode & 0o777 == 0o644
-        assert os.listdir(dest.parent) == ["vbios.rom"]
+        assert sorted(os.listdir(dest.parent)) == ["vbios.rom", "vbios.rom.source"]
 
 
 def test_report_describes_every_image_and_what_was_cut(tmp_path: Path) -> None:
@@ -295,7 +298,7 @@ def test_corrupted_chain_is_rejected_with_its_message(corruption: Corruption, dr
     assert raised.value.lines() == [f"x.rom: {message}"]
 
 
-@given(st.binary(max_size=600).filter(lambda b: b"\x55\xaa" not in b))
+@given(st.binary(max_size=600).filter(lambda b: b"\x55\xaa" not in b and not b.startswith(b"NVGI")))
 def test_data_without_55_aa_is_not_a_rom(data: bytes) -> None:
     with pytest.raises(RomError) as raised:
         validate(data, NVIDIA, RTX_3050_LAPTOP, source="x.rom")
@@ -338,6 +341,108 @@ def test_every_walkable_problem_is_reported_at_once() -> None:
     ]
 
 
+def with_npde(image: bytes, sub_units: int, last: bool, length: int = 0x10) -> bytes:
+    """``image`` with NVIDIA's PCI Data Extension after its PCIR (16-byte aligned; OpenRM's
+    NV_PCI_DATA_EXT_STRUCT: signature, revision 1.1, length, sub-image length, last image)."""
+    at = (pcir_of(image, 0) + 0x18 + 0xF) & ~0xF
+    npde = struct.pack("<4sHHHBB", b"NPDE", 0x101, length, sub_units, 0x80 if last else 0, 0)
+    return patch(image, at, npde)
+
+
+def test_npde_sub_image_length_and_last_flag_chain_nvidias_images() -> None:
+    # The EFI image's PCIR claims two units and the last image; its NPDE says one unit and
+    # more to come: NVIDIA's private FwSec image (code type 0xe0) follows, the last one.
+    efi = with_npde(rom_image(NVIDIA, RTX_3050_LAPTOP, 0x03, units=2, last=True, seed=4)[:512], 1, last=False)
+    fwsec = with_npde(rom_image(NVIDIA, RTX_3050_LAPTOP, 0xE0, units=1, last=False, seed=5), 1, last=True)
+    data = GPU_ROM.images[0] + efi + fwsec + b"\xff" * 512
+    report = validate(data, NVIDIA, RTX_3050_LAPTOP)
+    assert [(image.code_type, image.size, image.last) for image in report.images] == [
+        (0x00, 1024, False),
+        (0x03, 512, False),
+        (0xE0, 512, True),
+    ]
+    assert report.rom == data[:2048]
+
+
+# NVIDIA's firmware (IFR) header ---------------------------------------------------------
+# Built from OpenRM's NV_PBUS_IFR_FMT_FIXED0..2 (dev_bus.h) and s_romImgFindPciHeader_TU102
+# (kernel_gsp_vbios_tu102.c), as nova-core's vbios.rst "IFR Header" documents them.
+
+
+def nvgi_header(version: int, rom_offset: int, seed: int = 0) -> bytes:
+    """An NVGI header of ``version`` that puts the ROM at ``rom_offset``; random bytes elsewhere,
+    with a decoy 55 AA inside, so only reading the header finds the ROM."""
+    header = bytearray(random.Random(seed).randbytes(rom_offset))
+    header[0x32:0x34] = b"\x55\xaa"
+    fixed_data_size, total_data_size = 0x40, 0x80
+    header[0:4] = b"NVGI"
+    header[4:8] = struct.pack("<I", fixed_data_size << 16 | version << 8)
+    header[8:12] = struct.pack("<I", total_data_size)
+    if version in (1, 2):
+        header[fixed_data_size + 4 : fixed_data_size + 8] = struct.pack("<I", rom_offset)
+    else:
+        flash_status = 0x100
+        header[total_data_size : total_data_size + 4] = struct.pack("<I", flash_status)
+        directory = flash_status + 4096
+        header[directory : directory + 4] = b"RFRD"
+        header[directory + 8 : directory + 12] = struct.pack("<I", rom_offset)
+    return bytes(header)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_nvgi_header_is_stripped_and_said(tmp_path: Path, dest: Path, version: int) -> None:
+    offset = 0x400 if version < 3 else 0x1400
+    src = tmp_path / "nvflash.rom"
+    src.write_bytes(nvgi_header(version, offset, seed=version) + GPU_ROM.rom)
+    assert check_file(src, GPU_ID).describe()[:2] == [
+        f"{src}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
+        f"  stripped NVIDIA's NVGI firmware header (version {version}, {offset} bytes) before the ROM",
+    ]
+    assert import_rom(src, GPU_ID, dest).written
+    assert dest.read_bytes() == GPU_ROM.rom
+
+
+def corrupt(header: bytes, position: int, new: bytes) -> bytes:
+    return patch(header, position, new) + GPU_ROM.rom
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"NVGI\x00\x01", "NVGI header is truncated: 6 bytes, its fixed words alone need 12"),
+        (
+            corrupt(nvgi_header(2, 0x400), 4, struct.pack("<I", 0x40 << 16 | 4 << 8)),
+            "NVGI header: version 4 is not one gpupass knows (1, 2 or 3)",
+        ),
+        (
+            corrupt(nvgi_header(1, 0x400), 0x44, struct.pack("<I", 0x402)),
+            "NVGI header (version 1) puts the ROM at 0x402, but there is"
+            f" {GPU_ROM.rom[2:4].hex(' ')} there, not an aligned 55 AA",
+        ),
+        (
+            corrupt(nvgi_header(2, 0x400), 0x44, struct.pack("<I", 0x32)),
+            "NVGI header (version 2) puts the ROM at 0x32, but there is 55 aa there, not an aligned 55 AA",
+        ),
+        (
+            corrupt(nvgi_header(3, 0x1400), 0x1100, b"RFRX"),
+            "NVGI header (version 3): no ROM directory 'RFRD' at 0x1100 (found 52 46 52 58)",
+        ),
+        (
+            corrupt(nvgi_header(3, 0x1400), 8, struct.pack("<I", 0xFFFFF)),
+            "NVGI header (version 3): total data size 0xfffff is past the end (7680 bytes)",
+        ),
+    ],
+    ids=["truncated", "unknown-version", "offset-not-55aa", "offset-unaligned", "no-rom-directory", "size-past-end"],
+)
+def test_corrupt_nvgi_header_is_refused(tmp_path: Path, dest: Path, data: bytes, message: str) -> None:
+    src = tmp_path / "nvflash.rom"
+    src.write_bytes(data)
+    with pytest.raises(RomError) as raised:
+        import_rom(src, GPU_ID, dest)
+    assert raised.value.lines() == [f"{src}: {message}"]
+    assert not dest.parent.exists()
+
+
 # Extraction through a fixture sysfs tree -----------------------------------------------
 
 ReadHook = Callable[[SysfsDevice], None]
@@ -358,10 +463,21 @@ def eio_always(device: SysfsDevice) -> None:
     raise eio()
 
 
+NO_SETUP_DATA = (
+    "EFI stub's copy: no /sys/kernel/boot_params/setup_data (the kernel got no setup_data: not started through"
+    " its EFI stub, or handed nothing)"
+)
+
+
+def not_nouveau(driver: str) -> str:
+    return f"nouveau's copy: the GPU is bound to {driver}, not nouveau (gpupass binds no driver to get a ROM)"
+
+
 class FakeKernel:
     """A sysfs tree with one GPU bound to vfio-pci, and the kernel's side of its files."""
 
     def __init__(self, root: Path, rom: bytes, pci_id: str = GPU_ID, driver: str | None = "vfio-pci") -> None:
+        self.top = root
         self.root = root / "sys"
         self.rom = rom
         self.on_read: ReadHook = lambda device: None
@@ -377,7 +493,7 @@ class FakeKernel:
         link = self.root / "bus/pci/devices" / GPU_ADDRESS
         link.parent.mkdir(parents=True)
         link.symlink_to(os.path.relpath(real, link.parent))
-        for name in ("vfio-pci", "nvidia"):
+        for name in ("vfio-pci", "nvidia", "nouveau"):
             (self.root / "bus/pci/drivers" / name).mkdir(parents=True)
         if driver:
             self.bind(self.root / "bus/pci/drivers" / driver)
@@ -442,19 +558,20 @@ UNBIND, BIND = ("unbind", GPU_ADDRESS), ("bind", GPU_ADDRESS)
 
 
 def test_readable_rom_bar_is_read_without_unbinding(kernel: FakeKernel, dest: Path) -> None:
-    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert kernel.log == READ
     assert dest.read_bytes() == GPU_ROM.rom
     assert installed.lines()[:2] == [
-        f"{dest}: stored",
+        f"{dest}: stored (from ROM BAR of {GPU_ADDRESS})",
         f"ROM BAR of {GPU_ADDRESS}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
     ]
+    assert vbios.recorded_origin(GPU_ROM.rom, vbios.origin_path(dest).read_text()) == f"ROM BAR of {GPU_ADDRESS}"
     assert kernel.driver() == "vfio-pci"
 
 
 def test_read_error_while_bound_unbinds_retries_and_binds_back(kernel: FakeKernel, dest: Path) -> None:
     kernel.on_read = eio_while_bound
-    extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+    extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert (kernel.root / "bus/pci/drivers/vfio-pci/bind").read_text() == GPU_ADDRESS
     assert dest.read_bytes() == GPU_ROM.rom
@@ -464,12 +581,15 @@ def test_read_error_while_bound_unbinds_retries_and_binds_back(kernel: FakeKerne
 def test_read_error_after_unbind_binds_back_and_names_the_import_fallback(kernel: FakeKernel, dest: Path) -> None:
     kernel.on_read = eio_always
     with pytest.raises(RomError) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
         f"cannot read the ROM BAR of {GPU_ADDRESS}: Input/output error (also after unbinding it from vfio-pci)",
+        NO_SETUP_DATA,
+        not_nouveau("vfio-pci"),
         f"hint: {vbios.IMPORT_HINT}",
     ]
     assert "gpupass vbios import FILE" in vbios.IMPORT_HINT
+    assert "gpupass vbios from-update FILE" in vbios.IMPORT_HINT
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert not dest.exists()
     assert kernel.driver() == "vfio-pci"
@@ -482,7 +602,7 @@ def test_read_error_without_a_driver_is_not_retried(
     monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
     kernel.on_read = eio_always
     with pytest.raises(RomError, match=re.escape("Input/output error (no driver was bound)")):
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert kernel.log == READ
     assert kernel.driver() is None
 
@@ -490,9 +610,11 @@ def test_read_error_without_a_driver_is_not_retried(
 def test_unreadable_garbage_is_rejected_with_the_import_fallback(kernel: FakeKernel, dest: Path) -> None:
     kernel.rom = b"\xff" * 4096
     with pytest.raises(RomError) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
         f"ROM BAR of {GPU_ADDRESS}: no 55 AA signature in 4096 bytes (not a PCI expansion ROM)",
+        NO_SETUP_DATA,
+        not_nouveau("vfio-pci"),
         f"hint: {vbios.IMPORT_HINT}",
     ]
     assert not dest.exists()
@@ -516,7 +638,7 @@ def sigterm_when_unbound(device: SysfsDevice) -> None:
 def test_ctrl_c_while_unbound_binds_back(kernel: FakeKernel, dest: Path) -> None:
     kernel.on_read = raise_keyboard_interrupt_when_unbound
     with pytest.raises(KeyboardInterrupt):
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert kernel.driver() == "vfio-pci"
 
@@ -525,7 +647,7 @@ def test_sigterm_while_unbound_binds_back_and_restores_the_handler(kernel: FakeK
     kernel.on_read = sigterm_when_unbound
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.code == 128 + signal.SIGTERM
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert kernel.driver() == "vfio-pci"
@@ -536,7 +658,7 @@ def test_failed_bind_back_says_how_to_recover(kernel: FakeKernel, dest: Path) ->
     kernel.on_read = eio_while_bound
     kernel.bind_error = errno.EBUSY
     with pytest.raises(RomError) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
         f"cannot bind vfio-pci back to {GPU_ADDRESS}: Device or resource busy",
         f"hint: the GPU is unbound: run 'echo {GPU_ADDRESS} > /sys/bus/pci/drivers/vfio-pci/bind' or reboot",
@@ -557,7 +679,7 @@ def test_interrupted_write_leaves_no_file(
     kernel.on_read = eio_while_bound
     monkeypatch.setattr(vbios, "_write_all", write_half_then_fail)
     with pytest.raises((KeyboardInterrupt, RomError)) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     if isinstance(interruption, OSError):
         assert raised.value.lines() == [f"cannot write {dest}: No space left on device"]
     assert not dest.exists()
@@ -569,7 +691,7 @@ def test_valid_rom_already_present_is_left_alone(kernel: FakeKernel, dest: Path)
     dest.parent.mkdir(parents=True)
     dest.write_bytes(GPU_ROM.rom)
     kernel.on_read = eio_always
-    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert not installed.written
     assert installed.lines()[0] == f"{dest}: a valid ROM for this GPU is already present, nothing done"
     assert kernel.log == []
@@ -579,7 +701,7 @@ def test_valid_rom_already_present_is_left_alone(kernel: FakeKernel, dest: Path)
 def test_invalid_file_at_dest_is_replaced(kernel: FakeKernel, dest: Path) -> None:
     dest.parent.mkdir(parents=True)
     dest.write_bytes(GPU_ROM.rom[:1000])
-    assert extract(GPU_ADDRESS, GPU_ID, dest, kernel.root).written
+    assert extract(GPU_ADDRESS, GPU_ID, dest, kernel.top).written
     assert dest.read_bytes() == GPU_ROM.rom
     assert kernel.driver() == "vfio-pci"
 
@@ -590,30 +712,198 @@ def test_wrong_device_at_the_address_is_not_touched(
     kernel = FakeKernel(tmp_path, GPU_ROM.rom, pci_id="144d:a80a", driver="nvidia")
     monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
     with pytest.raises(RomError) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
-        f"{GPU_ADDRESS} is 144d:a80a, not the GPU 10de:25a2; not touching it",
-        "hint: check gpu.functions[0].address in the model against 'lspci -Dnn'",
+        f"{GPU_ADDRESS} is 144d:a80a, not the GPU 10de:25a2; not touching it"
+        " (check gpu.functions[0].address in the model against 'lspci -Dnn')",
+        NO_SETUP_DATA,
+        not_nouveau("nvidia"),
+        f"hint: {vbios.IMPORT_HINT}",
     ]
     assert kernel.log == []
     assert kernel.driver() == "nvidia"
 
 
 def test_missing_device_is_reported(kernel: FakeKernel, dest: Path) -> None:
-    with pytest.raises(RomError, match=re.escape("no PCI device 0000:02:00.0 (expected the GPU 10de:25a2 there)")):
-        extract("0000:02:00.0", GPU_ID, dest, kernel.root)
+    with pytest.raises(RomError) as raised:
+        extract("0000:02:00.0", GPU_ID, dest, kernel.top)
+    assert raised.value.lines() == [
+        "no PCI device 0000:02:00.0 (expected the GPU 10de:25a2 there;"
+        " check gpu.functions[0].address in the model against 'lspci -Dnn')",
+        NO_SETUP_DATA,
+        "nouveau's copy: no PCI device 0000:02:00.0",
+        f"hint: {vbios.IMPORT_HINT}",
+    ]
 
 
 def test_device_without_rom_bar_points_to_import(kernel: FakeKernel, dest: Path) -> None:
     (kernel.root / "bus/pci/devices" / GPU_ADDRESS / "rom").unlink()
     with pytest.raises(RomError) as raised:
-        extract(GPU_ADDRESS, GPU_ID, dest, kernel.root)
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
         f"{GPU_ADDRESS} has no ROM BAR ({kernel.root}/bus/pci/devices/{GPU_ADDRESS}/rom is missing)",
+        NO_SETUP_DATA,
+        not_nouveau("vfio-pci"),
         f"hint: {vbios.IMPORT_HINT}",
     ]
     assert kernel.log == []
     assert kernel.driver() == "vfio-pci"
+
+
+# The EFI stub's copy and nouveau's, after the ROM BAR -----------------------------------
+
+IGPU_ADDRESS, IGPU_ID = "0000:00:02.0", "8086:46a3"
+IGPU_ROM = rom_image(0x8086, 0x46A3, 0, units=2, seed=7)
+SETUP_DATA = "/sys/kernel/boot_params/setup_data"
+EIO_LINE = f"cannot read the ROM BAR of {GPU_ADDRESS}: Input/output error (also after unbinding it from vfio-pci)"
+
+
+def other_gpu_rom(kernel: FakeKernel) -> None:
+    kernel.rom = rom_image(NVIDIA, 0x2520, 0)
+
+
+def empty_rom(kernel: FakeKernel) -> None:
+    kernel.rom = b""
+
+
+def eio_rom(kernel: FakeKernel) -> None:
+    kernel.on_read = eio_always
+
+
+ROM_BAR_FAILURES = {
+    "eio": (eio_rom, EIO_LINE),
+    "empty": (empty_rom, f"ROM BAR of {GPU_ADDRESS}: read 0 bytes (the firmware put no image there)"),
+    "wrong-device": (other_gpu_rom, f"ROM BAR of {GPU_ADDRESS}: image 1: PCIR says 10de:2520, the GPU is 10de:25a2"),
+}
+
+
+@pytest.mark.parametrize("failure", ROM_BAR_FAILURES.values(), ids=ROM_BAR_FAILURES.keys())
+def test_the_efi_stubs_copy_is_stored_when_the_rom_bar_fails(
+    kernel: FakeKernel, dest: Path, failure: tuple[Callable[[FakeKernel], None], str]
+) -> None:
+    break_rom_bar, line = failure
+    break_rom_bar(kernel)
+    build_setup_data(
+        kernel.top,
+        [
+            (SETUP_E820_EXT, bytes(16) + bytes(range(40))),
+            (SETUP_PCI, pci_setup_rom(IGPU_ID, IGPU_ADDRESS, IGPU_ROM)),
+            (SETUP_PCI, pci_setup_rom(GPU_ID, GPU_ADDRESS, GPU_ROM.rom + b"\xff" * 1000)),
+        ],
+    )
+    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    origin = f"EFI stub's copy ({SETUP_DATA}/2)"
+    assert installed.lines()[:3] == [
+        line,
+        f"{dest}: stored (from {origin})",
+        f"{origin}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
+    ]
+    assert dest.read_bytes() == GPU_ROM.rom
+    assert vbios.recorded_origin(GPU_ROM.rom, vbios.origin_path(dest).read_text()) == origin
+    assert kernel.driver() == "vfio-pci"
+
+
+@pytest.mark.parametrize("failure", ROM_BAR_FAILURES.values(), ids=ROM_BAR_FAILURES.keys())
+def test_only_other_devices_roms_in_setup_data_store_nothing(
+    kernel: FakeKernel, dest: Path, failure: tuple[Callable[[FakeKernel], None], str]
+) -> None:
+    break_rom_bar, line = failure
+    break_rom_bar(kernel)
+    build_setup_data(
+        kernel.top,
+        [
+            (SETUP_PCI, pci_setup_rom(IGPU_ID, IGPU_ADDRESS, IGPU_ROM)),
+            # The same GPU model in another slot is not this GPU.
+            (SETUP_PCI, pci_setup_rom(GPU_ID, "0000:02:00.0", GPU_ROM.rom)),
+        ],
+    )
+    with pytest.raises(RomError) as raised:
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    assert raised.value.lines() == [
+        line,
+        f"EFI stub's copy: {SETUP_DATA} holds option ROMs of 8086:46a3 at 0000:00:02.0, 10de:25a2 at"
+        " 0000:02:00.0 only, none of the GPU 10de:25a2 at 0000:01:00.0",
+        not_nouveau("vfio-pci"),
+        f"hint: {vbios.IMPORT_HINT}",
+    ]
+    assert not dest.parent.exists()
+    assert kernel.driver() == "vfio-pci"
+
+
+@pytest.mark.parametrize(
+    ("entries", "line"),
+    [
+        ([], f"EFI stub's copy: {SETUP_DATA}: it holds no entry, so none is a PCI option ROM (type 0x3)"),
+        (
+            [(SETUP_E820_EXT, bytes(40))],
+            f"EFI stub's copy: {SETUP_DATA}: none of its 1 entries is a PCI option ROM (type 0x3)",
+        ),
+        (
+            [(SETUP_PCI, pci_setup_rom(GPU_ID, GPU_ADDRESS, GPU_ROM.rom[:1000], pcilen=2560))],
+            f"EFI stub's copy: {SETUP_DATA}/0/data: pcilen says 2560 bytes of ROM, only 1000 follow",
+        ),
+        (
+            [(SETUP_PCI, pci_setup_rom(GPU_ID, GPU_ADDRESS, GPU_ROM.rom[:1536]))],
+            f"EFI stub's copy ({SETUP_DATA}/0): image 2 at 0x400 is not marked as the last image, but the data"
+            " ends after it (no last-image flag in the chain)",
+        ),
+    ],
+    ids=["no-entries", "no-pci-entries", "pcilen-past-data", "invalid-rom"],
+)
+def test_unusable_setup_data_is_reported_in_one_line(
+    kernel: FakeKernel, dest: Path, entries: list[tuple[int, bytes]], line: str
+) -> None:
+    kernel.on_read = eio_always
+    build_setup_data(kernel.top, entries)
+    with pytest.raises(RomError) as raised:
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    assert raised.value.lines()[1] == line
+    assert not dest.parent.exists()
+
+
+def test_nouveaus_copy_is_read_only_where_nouveau_holds_the_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path
+) -> None:
+    kernel = FakeKernel(tmp_path, GPU_ROM.rom, driver="nouveau")
+    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    kernel.on_read = eio_always
+    dri = kernel.top / "sys/kernel/debug/dri"
+    for number, name, rom in (
+        (0, "i915 dev=0000:00:02.0 unique=0000:00:02.0", None),
+        (1, "nouveau dev=0000:01:00.0 unique=0000:01:00.0", GPU_ROM.rom),
+    ):
+        (dri / str(number)).mkdir(parents=True)
+        (dri / str(number) / "name").write_text(name + "\n")
+        if rom:
+            (dri / str(number) / "vbios.rom").write_bytes(rom)
+    installed = extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    origin = "nouveau's copy (/sys/kernel/debug/dri/1/vbios.rom)"
+    assert installed.lines()[:3] == [
+        f"cannot read the ROM BAR of {GPU_ADDRESS}: Input/output error (also after unbinding it from nouveau)",
+        NO_SETUP_DATA,
+        f"{dest}: stored (from {origin})",
+    ]
+    assert dest.read_bytes() == GPU_ROM.rom
+    assert kernel.driver() == "nouveau"
+
+
+def test_nouveaus_debugfs_without_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path) -> None:
+    kernel = FakeKernel(tmp_path, GPU_ROM.rom, driver="nouveau")
+    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    kernel.on_read = eio_always
+    (kernel.top / "sys/kernel/debug/dri/0").mkdir(parents=True)
+    (kernel.top / "sys/kernel/debug/dri/0/name").write_text("i915 dev=0000:00:02.0 unique=0000:00:02.0\n")
+    with pytest.raises(RomError) as raised:
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    assert raised.value.lines()[2] == f"nouveau's copy: no DRM device in /sys/kernel/debug/dri is {GPU_ADDRESS}"
+    (kernel.top / "sys/kernel/debug/dri/0").rename(kernel.top / "elsewhere")
+    (kernel.top / "sys/kernel/debug/dri").rmdir()
+    with pytest.raises(RomError) as raised:
+        extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
+    assert raised.value.lines()[2] == (
+        "nouveau's copy: no /sys/kernel/debug/dri (debugfs is not mounted, or this is not root)"
+    )
+    assert not dest.parent.exists()
 
 
 # Storage and import --------------------------------------------------------------------
@@ -665,13 +955,13 @@ def test_cli_check_import_extract(
 ) -> None:
     src = tmp_path / "update.rom"
     src.write_bytes(GPU_ROM.rom)
-    assert vbios.cli(["check", str(src)], AURORA_Z, dest, kernel.root) == 0
+    assert vbios.cli(["check", str(src)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{src}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes"
     )
-    assert vbios.cli(["import", str(src)], AURORA_Z, dest, kernel.root) == 0
-    assert capsys.readouterr().out.splitlines()[0] == f"{dest}: stored"
-    assert vbios.cli(["extract"], AURORA_Z, dest, kernel.root) == 0
+    assert vbios.cli(["import", str(src), "--out", str(dest)], AURORA_Z) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{dest}: stored (from gpupass vbios import {src})"
+    assert vbios.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{dest}: a valid ROM for this GPU is already present, nothing done"
     )
@@ -679,7 +969,7 @@ def test_cli_check_import_extract(
 
 
 def test_cli_extract_reads_the_models_gpu(kernel: FakeKernel, dest: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert vbios.cli(["extract"], AURORA_Z, dest, kernel.root) == 0
+    assert vbios.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
         f"ROM BAR of {GPU_ADDRESS}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes"
     )

@@ -89,6 +89,7 @@ class Facts:
     apparmor: dict[str, str]  # the AppArmor files that exist (laptop path -> text)
     libvirt: Libvirt
     vbios_mode: int | None = None  # the file's permission bits, when there is one
+    vbios_origin: str | None = None  # the record beside it of where it came from; None: no record
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -177,6 +178,9 @@ def gather(
         pass
     except OSError as e:
         vbios_problem = f"{paths.VBIOS_ROM}: cannot be read: {e.strerror}"
+    from .vbios import origin_path
+
+    vbios_origin = _read_text(under(root, origin_path(paths.VBIOS_ROM)))
     ovmf = (model.vm.ovmf_code, model.vm.ovmf_vars)
     apparmor = {p: t for p in (APPARMOR_ABSTRACTION, APPARMOR_LOCAL) if (t := _read_text(under(root, p))) is not None}
     return Facts(
@@ -189,6 +193,7 @@ def gather(
         apparmor=apparmor,
         libvirt=libvirt if libvirt is not None else query_libvirt(uri, name),
         vbios_mode=vbios_mode,
+        vbios_origin=vbios_origin,
     )
 
 
@@ -381,7 +386,7 @@ def check_vbios(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     from . import vbios
 
     rom = paths.VBIOS_ROM
-    from_update = "take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios import FILE"
+    from_update = "take the GPU's ROM from the laptop's BIOS update: sudo gpupass vbios from-update FILE"
     if facts.vbios_problem:
         return [Finding("vbios", FAIL, facts.vbios_problem, "run gpupass doctor as root")]
     if facts.vbios is None:
@@ -412,7 +417,14 @@ def check_vbios(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 f"sudo chmod 644 {rom}",
             )
         ]
-    return [Finding("vbios", OK, report.describe()[0].replace(f"{rom}: ", f"vBIOS {rom}: "))]
+    what = report.describe()[0].replace(f"{rom}: ", f"vBIOS {rom}: ")
+    if facts.vbios_origin is not None:
+        origin = vbios.recorded_origin(facts.vbios, facts.vbios_origin)
+        # A record that does not describe this ROM: it was replaced by hand (or a crash came between the two).
+        what += (
+            f", from {origin}" if origin else f", from an unknown source ({vbios.origin_path(rom)} is for another ROM)"
+        )
+    return [Finding("vbios", OK, what)]
 
 
 def check_ovmf(model: Model, m: Machine, facts: Facts) -> list[Finding]:

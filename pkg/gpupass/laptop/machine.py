@@ -424,3 +424,74 @@ def _energy(charge_uah: int | None, voltage_uv: int | None) -> int | None:
     if charge_uah is None or voltage_uv is None:
         return None
     return round(charge_uah * voltage_uv / 10**9)  # µAh × µV = 10^-12 Wh = 10^-9 mWh
+
+
+# Firmware copies of option ROMs ---------------------------------------------------------
+# Read on demand by ``gpupass vbios extract``, not into the snapshot: each may be a MiB, and
+# check, probe and doctor never need them.
+
+SETUP_DATA = "sys/kernel/boot_params/setup_data"
+DRI_DEBUGFS = "sys/kernel/debug/dri"
+SETUP_PCI = 0x3  # arch/x86/include/uapi/asm/bootparam.h (uapi/asm/setup_data.h in newer kernels)
+
+
+@dataclass(frozen=True)
+class SetupData:
+    """One entry of the boot protocol's setup_data list as arch/x86/kernel/ksysfs.c shows it:
+    ``type`` (printed as 0x%x) and ``data``, the payload after the setup_data header."""
+
+    number: int
+    type: int | None  # None: unreadable or not a number
+    data: bytes | None  # None: unreadable
+    problem: str = ""  # why type or data could not be read
+
+
+def setup_data(root: Path = Path("/")) -> tuple[SetupData, ...] | None:
+    """Every ``setup_data/N`` entry, in number order; None when the directory is not there."""
+    directory = root / SETUP_DATA
+    if not directory.is_dir():
+        return None
+    entries = []
+    for name in sorted((n for n in _names(directory) if n.isdigit()), key=int):
+        entry = directory / name
+        problems = []
+        try:
+            kind: int | None = int((entry / "type").read_text(encoding="ascii").strip(), 16)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            kind = None
+            problems.append(f"type: {getattr(e, 'strerror', None) or 'not a hex number'}")
+        data = None
+        if kind == SETUP_PCI:  # the others (e820 tables, DTBs, ...) are never read
+            try:
+                data = (entry / "data").read_bytes()
+            except OSError as e:
+                problems.append(f"data: {e.strerror}")
+        entries.append(SetupData(int(name), kind, data, "; ".join(problems)))
+    return tuple(entries)
+
+
+@dataclass(frozen=True)
+class DriDebugfs:
+    """A DRM device's debugfs directory (/sys/kernel/debug/dri/N) and the PCI address its
+    ``name`` file gives ("nouveau dev=0000:01:00.0 unique=0000:01:00.0")."""
+
+    path: str  # as on the laptop: /sys/kernel/debug/dri/1
+    address: str | None
+
+
+def dri_debugfs(root: Path = Path("/")) -> tuple[DriDebugfs, ...] | None:
+    """The numbered DRM debugfs directories; None when debugfs is not mounted or not readable."""
+    directory = root / DRI_DEBUGFS
+    if not directory.is_dir():
+        return None
+    found = []
+    for name in sorted((n for n in _names(directory) if n.isdigit()), key=int):
+        match = re.search(r"\bdev=(\S+)", _read(directory / name / "name") or "")
+        found.append(DriDebugfs(f"/{DRI_DEBUGFS}/{name}", match.group(1) if match else None))
+    return tuple(found)
+
+
+def read_bytes(root: Path, path: str) -> bytes:
+    """A firmware copy (e.g. nouveau's vbios.rom) at the laptop path ``path`` under ``root``;
+    raises OSError for the caller to report."""
+    return (root / path.lstrip("/")).read_bytes()

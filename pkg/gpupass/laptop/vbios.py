@@ -13,8 +13,10 @@ Runs on the laptop from /usr/bin/gpupass: standard library only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import paths
 from ..errors import GpupassError
 from ..model import Model
+from . import machine
 
 ROM_SIGNATURE = b"\x55\xaa"
 PCIR_SIGNATURE = b"PCIR"
@@ -32,6 +36,24 @@ ROM_HEADER_SIZE = PCIR_POINTER + 2
 PCIR_SIZE = 0x18  # the fields read here; PCI 3.0 structures are longer, never shorter
 IMAGE_UNIT = 512
 LAST_IMAGE = 0x80
+# NVIDIA's PCI Data Extension, 16-byte aligned after the PCIR structure; where present its
+# sub-image length and last-image flag are the ones that chain NVIDIA's images (OpenRM,
+# src/nvidia/src/kernel/gpu/gsp/arch/turing/kernel_gsp_vbios_tu102.c, s_locateExpansionRoms;
+# offsets from its pci_exp_table.h: signature 0x0, revision 0x4, length 0x6, sub-image length
+# 0x8, last image 0xa).
+NPDE_SIGNATURE = b"NPDE"
+NPDE_REVISIONS = (0x100, 0x101)
+# The Init-from-ROM header nvflash and GPU-Z dumps of Turing and later start with (OpenRM's
+# dev_bus.h NV_PBUS_IFR_FMT_FIXED0..2 and s_romImgFindPciHeader_TU102; nova-core's vbios.rst,
+# "IFR Header"): "NVGI", then FIXED1 (bits 30:16 fixed data size, bits 15:8 version), FIXED2
+# (bits 19:0 total data size). Versions 1-2: the ROM's offset is the u32 at fixed data size + 4.
+# Version 3: the u32 at total data size is the flash status offset; 4096 bytes on is the ROM
+# directory ("RFRD"), whose u32 at +8 is the ROM's offset. Neither source gives the header's
+# full size any other way, so gpupass relies only on these fields and strips everything before
+# that offset; it also needs 55 AA there, as OpenRM does.
+NVGI_SIGNATURE = b"NVGI"
+ROM_DIRECTORY = b"RFRD"
+FLASH_STATUS_SIZE = 4096
 LEGACY_X86 = 0x00
 CODE_TYPES = {
     LEGACY_X86: "x86 PC-AT legacy",
@@ -42,13 +64,18 @@ CODE_TYPES = {
 }
 
 IMPORT_HINT = (
-    "many Optimus laptops do not expose the vBIOS through the ROM BAR; extract the GPU's ROM"
-    " from the laptop's BIOS update and install it with: gpupass vbios import FILE"
+    "many Optimus laptops do not expose the vBIOS through the ROM BAR; take the GPU's ROM from"
+    " the laptop maker's BIOS update with: gpupass vbios from-update FILE, or install a ROM file"
+    " you have with: gpupass vbios import FILE"
 )
 
 
 class RomError(GpupassError):
     """The ROM cannot be read, is not a valid ROM for this GPU, or cannot be stored."""
+
+
+class NothingHere(RomError):
+    """One source of ``extract`` gave no valid ROM (the next one is tried); one line, why."""
 
 
 # Validation ---------------------------------------------------------------------------
@@ -88,6 +115,7 @@ class RomReport:
     leading: int  # bytes cut before the first 55 AA
     trailing: int  # bytes cut after the last image
     rom: bytes = field(repr=False)
+    nvgi_version: int | None = None  # the NVIDIA firmware header stripped before the ROM
 
     def describe(self) -> list[str]:
         plural = "" if len(self.images) == 1 else "s"
@@ -95,7 +123,12 @@ class RomReport:
             f"{self.source}: valid PCI expansion ROM for {self.images[0].id},"
             f" {len(self.images)} image{plural}, {len(self.rom)} bytes"
         ]
-        if self.leading:
+        if self.nvgi_version is not None:
+            lines.append(
+                f"  stripped NVIDIA's NVGI firmware header (version {self.nvgi_version}, {self.leading} bytes)"
+                " before the ROM"
+            )
+        elif self.leading:
             lines.append(f"  cut {self.leading} bytes before the first 55 AA")
         for number, image in enumerate(self.images, start=1):
             details = [f"{image.code_name} (code type 0x{image.code_type:02x})", image.id, f"{image.size} bytes"]
@@ -115,7 +148,11 @@ def validate(data: bytes, expected_vendor: int, expected_device: int, source: st
     Structural damage stops the walk (nothing after it can be located); a wrong id or a bad
     checksum does not, so every such problem is reported at once.
     """
-    start = data.find(ROM_SIGNATURE)
+    nvgi_version = None
+    if data.startswith(NVGI_SIGNATURE):
+        nvgi_version, start = _nvgi_rom_offset(data, source)
+    else:
+        start = data.find(ROM_SIGNATURE)
     if start < 0:
         raise RomError(f"{source}: no 55 AA signature in {len(data)} bytes (not a PCI expansion ROM)")
     problems: list[str] = []
@@ -140,7 +177,47 @@ def validate(data: bytes, expected_vendor: int, expected_device: int, source: st
             raise RomError(problems)
     if problems:
         raise RomError(problems)
-    return RomReport(source, tuple(images), leading=start, trailing=len(data) - offset, rom=data[start:offset])
+    return RomReport(
+        source, tuple(images), leading=start, trailing=len(data) - offset, rom=data[start:offset],
+        nvgi_version=nvgi_version,
+    )  # fmt: skip
+
+
+def _nvgi_rom_offset(data: bytes, source: str) -> tuple[int, int]:
+    """(version, offset of the ROM) from an NVGI header, or the reason it is corrupt."""
+    where = f"{source}: NVGI header"
+    if len(data) < 12:
+        raise RomError(f"{where} is truncated: {len(data)} bytes, its fixed words alone need 12")
+    fixed1, fixed2 = _u32(data, 4), _u32(data, 8)
+    version = fixed1 >> 8 & 0xFF
+    if version in (1, 2):
+        at = (fixed1 >> 16 & 0x7FFF) + 4
+        what = f"fixed data size + 4 = 0x{at:x}"
+    elif version == 3:
+        status_at = fixed2 & 0xFFFFF
+        if status_at + 4 > len(data):
+            raise RomError(f"{where} (version 3): total data size 0x{status_at:x} is past the end ({len(data)} bytes)")
+        directory = _u32(data, status_at) + FLASH_STATUS_SIZE
+        found = data[directory : directory + 4]
+        if found != ROM_DIRECTORY:
+            raise RomError(
+                f"{where} (version 3): no ROM directory 'RFRD' at 0x{directory:x}"
+                f" (found {found.hex(' ') or 'the end of the data'})"
+            )
+        at = directory + 8
+        what = f"ROM directory at 0x{directory:x}"
+    else:
+        raise RomError(f"{where}: version {version} is not one gpupass knows (1, 2 or 3)")
+    if at + 4 > len(data):
+        raise RomError(f"{where} (version {version}): the ROM offset ({what}) is past the end ({len(data)} bytes)")
+    offset = _u32(data, at)
+    found = data[offset : offset + 2]
+    if offset % 4 or found != ROM_SIGNATURE:
+        raise RomError(
+            f"{where} (version {version}) puts the ROM at 0x{offset:x}, but there is"
+            f" {found.hex(' ') or 'the end of the data'} there, not an aligned 55 AA"
+        )
+    return version, offset
 
 
 def _read_image(data: bytes, offset: int, number: int, source: str) -> RomImage:
@@ -172,13 +249,24 @@ def _read_image(data: bytes, offset: int, number: int, source: str) -> RomImage:
         )
     if pointer + PCIR_SIZE > size:
         raise RomError(f"{where}: PCIR pointer 0x{pointer:04x} is out of bounds (the image is {size} bytes)")
+    last = bool(data[pcir + 0x15] & LAST_IMAGE)
+    npde = (pcir + _u16(data, pcir + 0x0A) + 0xF) & ~0xF
+    if npde + 0x0C <= len(data) and data[npde : npde + 4] == NPDE_SIGNATURE and _u16(data, npde + 4) in NPDE_REVISIONS:
+        sub_units = _u16(data, npde + 8)
+        if sub_units == 0 or sub_units * IMAGE_UNIT > available:
+            raise RomError(f"{where}: NPDE sub-image length is {sub_units} x 512 bytes, {available} bytes left")
+        if _u16(data, npde + 6) > 0x0A:
+            last = bool(data[npde + 0x0A] & LAST_IMAGE)
+        elif sub_units < units:
+            last = False
+        size = sub_units * IMAGE_UNIT
     return RomImage(
         offset=offset,
         size=size,
         vendor=_u16(data, pcir + 4),
         device=_u16(data, pcir + 6),
         code_type=data[pcir + 0x14],
-        last=bool(data[pcir + 0x15] & LAST_IMAGE),
+        last=last,
     )
 
 
@@ -205,7 +293,11 @@ def _u16(data: bytes, position: int) -> int:
     return int.from_bytes(data[position : position + 2], "little")
 
 
-def _parse_id(pci_id: str) -> tuple[int, int]:
+def _u32(data: bytes, position: int) -> int:
+    return int.from_bytes(data[position : position + 4], "little")
+
+
+def parse_id(pci_id: str) -> tuple[int, int]:
     """'10de:25a2' -> (0x10de, 0x25a2); the model has already checked the form."""
     vendor, _, device = pci_id.partition(":")
     return int(vendor, 16), int(device, 16)
@@ -217,7 +309,7 @@ def check_file(path: Path, expected_id: str) -> RomReport:
         data = path.read_bytes()
     except OSError as e:
         raise RomError(f"{path}: cannot be read: {e.strerror}") from None
-    return validate(data, *_parse_id(expected_id), source=str(path))
+    return validate(data, *parse_id(expected_id), source=str(path))
 
 
 # Reading the ROM BAR ------------------------------------------------------------------
@@ -307,7 +399,7 @@ def _write(device: SysfsDevice, path: Path, text: str, action: str, hint: str | 
 
 
 def _unreadable(device: SysfsDevice, error: OSError, context: str) -> RomError:
-    return RomError(f"cannot read the ROM BAR of {device.address}: {error.strerror} ({context})", hint=IMPORT_HINT)
+    return NothingHere(f"cannot read the ROM BAR of {device.address}: {error.strerror} ({context})")
 
 
 def _check_device(device: SysfsDevice, expected_id: str) -> None:
@@ -315,12 +407,12 @@ def _check_device(device: SysfsDevice, expected_id: str) -> None:
     device (say, the NVMe disk) would take the host down."""
     hint = "check gpu.functions[0].address in the model against 'lspci -Dnn'"
     if not device.path.exists():
-        raise RomError(f"no PCI device {device.address} (expected the GPU {expected_id} there)", hint=hint)
+        raise NothingHere(f"no PCI device {device.address} (expected the GPU {expected_id} there; {hint})")
     found = device.pci_id()
     if found != expected_id:
-        raise RomError(f"{device.address} is {found}, not the GPU {expected_id}; not touching it", hint=hint)
+        raise NothingHere(f"{device.address} is {found}, not the GPU {expected_id}; not touching it ({hint})")
     if not device.rom.exists():
-        raise RomError(f"{device.address} has no ROM BAR ({device.rom} is missing)", hint=IMPORT_HINT)
+        raise NothingHere(f"{device.address} has no ROM BAR ({device.rom} is missing)")
 
 
 @contextmanager
@@ -343,15 +435,49 @@ def _sigterm_raises() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Installed:
-    """What extract/import left at ``path``: a ROM written now, or one already there."""
+    """What extract/import/from-update left at ``path``: a ROM written now (from ``origin``),
+    or one already there; ``tried`` says why each source before it gave nothing."""
 
     path: Path
     report: RomReport
     written: bool
+    origin: str = ""
+    tried: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
-        action = "stored" if self.written else "a valid ROM for this GPU is already present, nothing done"
-        return [f"{self.path}: {action}", *self.report.describe()]
+        action = (
+            f"stored (from {self.origin})"
+            if self.written
+            else "a valid ROM for this GPU is already present, nothing done"
+        )
+        return [*self.tried, f"{self.path}: {action}", *self.report.describe()]
+
+
+def origin_path(rom: Path) -> Path:
+    """The file beside the ROM that says where it came from, for ``gpupass doctor``."""
+    return rom.with_name(rom.name + ".source")
+
+
+def origin_record(rom: bytes, origin: str) -> bytes:
+    return f"source: {origin}\nsha256: {hashlib.sha256(rom).hexdigest()}\n".encode()
+
+
+def recorded_origin(rom: bytes, record: str) -> str | None:
+    """The source an origin file names, if it describes exactly ``rom``; None otherwise (a ROM
+    copied there by hand, or a crash between storing the ROM and its record)."""
+    fields = dict(line.partition(": ")[::2] for line in record.splitlines())
+    if fields.get("sha256") != hashlib.sha256(rom).hexdigest() or not fields.get("source"):
+        return None
+    return fields["source"]
+
+
+def install(report: RomReport, dest: Path, origin: str, tried: tuple[str, ...] = ()) -> Installed:
+    """The one place a validated ROM is stored: the ROM, then the record of its origin, each
+    atomically. Whatever else should follow a new ROM hooks in here."""
+    with _sigterm_raises():
+        store(report.rom, dest)
+        store(origin_record(report.rom, origin), origin_path(dest))
+    return Installed(dest, report, written=True, origin=origin, tried=tried)
 
 
 def store(rom: bytes, dest: Path) -> None:
@@ -388,7 +514,7 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _present(dest: Path, expected_vendor: int, expected_device: int) -> RomReport | None:
+def present_rom(dest: Path, expected_vendor: int, expected_device: int) -> RomReport | None:
     """The report of ``dest`` if it already holds a valid ROM for the GPU exactly as it would
     be stored (nothing to trim); None if it is missing or anything else."""
     try:
@@ -404,58 +530,188 @@ def _present(dest: Path, expected_vendor: int, expected_device: int) -> RomRepor
     return report if report.rom == data else None
 
 
-def extract(pci_address: str, expected_id: str, dest: Path, sysfs_root: Path = Path("/sys")) -> Installed:
-    """Read the GPU's vBIOS from its ROM BAR and store it at ``dest``, unless a valid one is there."""
-    vendor, device_id = _parse_id(expected_id)
-    present = _present(dest, vendor, device_id)
+# The sources of extract -----------------------------------------------------------------
+
+EFI_STUB = "EFI stub's copy"
+NOUVEAU = "nouveau's copy"
+# struct pci_setup_rom, arch/x86/include/asm/setup_data.h (asm/pci.h in older kernels), which
+# drivers/firmware/efi/libstub/x86-stub.c (preserve_pci_rom_image) fills for every PCI device
+# whose option ROM the firmware handed over, as setup_data of type SETUP_PCI:
+#   struct setup_data data;      header: u64 next, u32 type, u32 len (sysfs "data" starts after it)
+#   uint16_t vendor, devid;      offsets 0, 2
+#   uint64_t pcilen;             offset 8 (aligned: 4 bytes of padding before it)
+#   unsigned long segment, bus, device, function;   offsets 16-40, 8 bytes each on x86_64
+#   uint8_t romdata[];           offset 48, pcilen bytes
+# arch/x86/kernel/ksysfs.c shows each entry as /sys/kernel/boot_params/setup_data/N/{type,data}.
+PCI_SETUP_ROM = struct.Struct("<HH4xQQQQQ")
+
+
+def _one_line(error: RomError) -> str:
+    """A source's problems as the one line ``extract`` reports for it."""
+    return "; ".join(error.problems)
+
+
+def _from_rom_bar(address: str, expected_id: str, root: Path) -> tuple[RomReport, str]:
+    device = SysfsDevice(address, root / "sys")
+    _check_device(device, expected_id)
+    data = read_rom_bar(device)
+    source = f"ROM BAR of {address}"
+    if not data:
+        raise NothingHere(f"{source}: read 0 bytes (the firmware put no image there)")
+    try:
+        return validate(data, *parse_id(expected_id), source=source), source
+    except RomError as e:
+        raise NothingHere(_one_line(e)) from None
+
+
+def _address_parts(address: str) -> tuple[int, int, int, int]:
+    """0000:01:00.0 -> (segment, bus, device, function)."""
+    segment, bus, rest = address.split(":")
+    device, function = rest.split(".")
+    return int(segment, 16), int(bus, 16), int(device, 16), int(function, 16)
+
+
+def _from_setup_data(address: str, expected_id: str, root: Path) -> tuple[RomReport, str]:
+    entries = machine.setup_data(root)
+    where = f"/{machine.SETUP_DATA}"
+    if entries is None:
+        raise NothingHere(
+            f"{EFI_STUB}: no {where} (the kernel got no setup_data: not started through its EFI stub,"
+            " or handed nothing)"
+        )
+    vendor, device = parse_id(expected_id)
+    roms = [e for e in entries if e.type == machine.SETUP_PCI]
+    unreadable = [f"{where}/{e.number}: {e.problem}" for e in entries if e.problem]
+    if not roms:
+        found = f"none of its {len(entries)} entries is" if entries else "it holds no entry, so none is"
+        extra = f" ({'; '.join(unreadable)})" if unreadable else ""
+        raise NothingHere(f"{EFI_STUB}: {where}: {found} a PCI option ROM (type 0x3){extra}")
+    others = []
+    for entry in roms:
+        name = f"{where}/{entry.number}/data"
+        if entry.data is None:
+            others.append(f"setup_data/{entry.number} unreadable ({entry.problem})")
+            continue
+        if len(entry.data) < PCI_SETUP_ROM.size:
+            raise NothingHere(
+                f"{EFI_STUB}: {name}: {len(entry.data)} bytes, shorter than the {PCI_SETUP_ROM.size}-byte"
+                " pci_setup_rom header"
+            )
+        rom_vendor, rom_device, length, *location = PCI_SETUP_ROM.unpack_from(entry.data)
+        at = "{:04x}:{:02x}:{:02x}.{:x}".format(*location)
+        if (rom_vendor, rom_device) != (vendor, device) or tuple(location) != _address_parts(address):
+            others.append(f"{rom_vendor:04x}:{rom_device:04x} at {at}")
+            continue
+        rom = entry.data[PCI_SETUP_ROM.size :]
+        if length > len(rom):
+            raise NothingHere(f"{EFI_STUB}: {name}: pcilen says {length} bytes of ROM, only {len(rom)} follow")
+        source = f"{EFI_STUB} ({where}/{entry.number})"
+        try:
+            return validate(rom[:length], vendor, device, source=source), source
+        except RomError as e:
+            raise NothingHere(_one_line(e)) from None
+    raise NothingHere(
+        f"{EFI_STUB}: {where} holds option ROMs of {', '.join(others)} only, none of the GPU {expected_id} at {address}"
+    )
+
+
+def _from_nouveau(address: str, expected_id: str, root: Path) -> tuple[RomReport, str]:
+    device = SysfsDevice(address, root / "sys")
+    if not device.path.exists():
+        raise NothingHere(f"{NOUVEAU}: no PCI device {address}")
+    driver = device.driver()
+    if driver != "nouveau":
+        bound = f"bound to {driver}" if driver else "bound to no driver"
+        raise NothingHere(f"{NOUVEAU}: the GPU is {bound}, not nouveau (gpupass binds no driver to get a ROM)")
+    devices = machine.dri_debugfs(root)
+    if devices is None:
+        raise NothingHere(f"{NOUVEAU}: no /{machine.DRI_DEBUGFS} (debugfs is not mounted, or this is not root)")
+    match = next((d for d in devices if d.address == address), None)
+    if match is None:
+        raise NothingHere(f"{NOUVEAU}: no DRM device in /{machine.DRI_DEBUGFS} is {address}")
+    path = f"{match.path}/vbios.rom"
+    try:
+        data = machine.read_bytes(root, path)
+    except OSError as e:
+        raise NothingHere(f"{NOUVEAU}: cannot read {path}: {e.strerror}") from None
+    try:
+        return validate(data, *parse_id(expected_id), source=path), f"{NOUVEAU} ({path})"
+    except RomError as e:
+        raise NothingHere(_one_line(e)) from None
+
+
+SOURCES = (_from_rom_bar, _from_setup_data, _from_nouveau)
+
+
+def extract(pci_address: str, expected_id: str, dest: Path, root: Path = Path("/")) -> Installed:
+    """Store the GPU's vBIOS at ``dest`` from the first source that gives a valid one (the ROM
+    BAR, the EFI stub's copy, nouveau's copy), unless a valid one is there already."""
+    vendor, device_id = parse_id(expected_id)
+    present = present_rom(dest, vendor, device_id)
     if present is not None:
         return Installed(dest, present, written=False)
-    device = SysfsDevice(pci_address, sysfs_root)
-    _check_device(device, expected_id)
+    tried: list[str] = []
     with _sigterm_raises():
-        data = read_rom_bar(device)
-        try:
-            report = validate(data, vendor, device_id, source=f"ROM BAR of {pci_address}")
-        except RomError as e:
-            raise RomError(e.problems, hint=IMPORT_HINT) from None
-        store(report.rom, dest)
-    return Installed(dest, report, written=True)
+        for source in SOURCES:
+            try:
+                report, origin = source(pci_address, expected_id, root)
+            except NothingHere as e:
+                tried.append(_one_line(e))
+                continue
+            return install(report, dest, origin, tuple(tried))
+    raise RomError(tried, hint=IMPORT_HINT)
 
 
 def import_rom(src: Path, expected_id: str, dest: Path) -> Installed:
     """Install a ROM the user supplies (e.g. from a BIOS update) at ``dest``, after the same checks."""
     report = check_file(src, expected_id)
-    present = _present(dest, *_parse_id(expected_id))
+    present = present_rom(dest, *parse_id(expected_id))
     if present is not None and present.rom == report.rom:
         return Installed(dest, present, written=False)
-    with _sigterm_raises():
-        store(report.rom, dest)
-    return Installed(dest, report, written=True)
+    return install(report, dest, f"gpupass vbios import {src}")
 
 
 # Command line -------------------------------------------------------------------------
 
 
-def cli(argv: list[str], model: Model, rom_path: Path, sysfs_root: Path = Path("/sys")) -> int:
-    """``gpupass vbios extract | check FILE | import FILE`` for the model's GPU.
+def cli(argv: list[str], model: Model) -> int:
+    """``gpupass vbios extract | check FILE | import FILE | from-update FILE`` for the model's GPU.
 
     Prints the report and returns 0; every failure is raised as a GpupassError for the
     caller to print (argparse itself exits 2 on misuse).
     """
     parser = argparse.ArgumentParser(prog="gpupass vbios", description="The GPU's vBIOS for the guest.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("extract", help=f"read the vBIOS from the GPU's ROM BAR into {rom_path}")
+
+    def storing(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument(
+            "--out",
+            type=Path,
+            default=paths.VBIOS_ROM,
+            metavar="FILE",
+            help=f"store it here (default: {paths.VBIOS_ROM})",
+        )
+        return command
+
+    extract_parser = storing("extract", "read the vBIOS from the GPU's ROM BAR, the EFI stub's copy or nouveau's")
+    extract_parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     commands.add_parser("check", help="validate a ROM file against the GPU").add_argument("file", type=Path)
-    commands.add_parser("import", help=f"validate a ROM file and install it as {rom_path}").add_argument(
+    storing("import", "validate a ROM file and install it").add_argument("file", type=Path)
+    storing("from-update", "find the GPU's ROM in the laptop maker's BIOS update and install it").add_argument(
         "file", type=Path
     )
     args = parser.parse_args(argv)
     gpu = model.gpu.functions[0]
     if args.command == "extract":
-        lines = extract(gpu.address, gpu.id, rom_path, sysfs_root).lines()
+        lines = extract(gpu.address, gpu.id, args.out, args.root).lines()
     elif args.command == "check":
         lines = check_file(args.file, gpu.id).describe()
+    elif args.command == "import":
+        lines = import_rom(args.file, gpu.id, args.out).lines()
     else:
-        lines = import_rom(args.file, gpu.id, rom_path).lines()
+        from . import firmware
+
+        lines = firmware.from_update(args.file, gpu.id, args.out).lines()
     print("\n".join(lines))
     return 0

@@ -38,6 +38,9 @@ BUILD_DEPENDS = ("dh-python", "acpica-tools", "python3-jinja2", "python3-sh")
 # 24.04/26.04 (on 26.04 "ovmf" is a metapackage over ovmf-generic); python3-libvirt for
 # `gpupass vm`. Recommends: apt installs them by default, an image builder may leave them out.
 RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
+# What ``gpupass vbios from-update`` runs when a BIOS update needs it: UEFIExtract for
+# Tiano-compressed sections, 7z and innoextract for installer wrappers.
+SUGGESTS = ("uefitool-cli", "p7zip-full", "innoextract")
 # Lines of debian/ that name the package get it in place of "package".
 OVERLAY_PREFIX = "package."
 # A placeholder that cannot be mistaken for a real address; set DEBFULLNAME and DEBEMAIL
@@ -156,7 +159,12 @@ def fix_control(text: str) -> str:
     text = re.sub(r"debhelper \(>= \d+\)", "debhelper-compat (= 13)", text)
     # The preinst runs the pre-flight checks with python3 before anything is unpacked.
     text = re.sub(r"^(Depends: .*\n)", r"Pre-Depends: python3:any\n\1", text, flags=re.M)
-    text = re.sub(r"^(Depends: .*\n)", rf"\1Recommends: {', '.join(RECOMMENDS)}\n", text, flags=re.M)
+    text = re.sub(
+        r"^(Depends: .*\n)",
+        rf"\1Recommends: {', '.join(RECOMMENDS)}\nSuggests: {', '.join(SUGGESTS)}\n",
+        text,
+        flags=re.M,
+    )
     text = re.sub(r"\n \.\n*\Z", "\n", text)
     return text
 
