@@ -280,6 +280,20 @@ def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
     ]
 
 
+def test_a_vm_without_a_tpm(tmp_path: Path) -> None:
+    root = vm.xmledit.parse(DEFINED)
+    root.find("devices").remove(root.find("devices/tpm"))
+    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    assert (status, problems(lines)) == (
+        2,
+        [
+            "warn: VM win11-gpu has no TPM, and Windows 11 setup refuses a machine without TPM 2.0 (fix: with swtpm"
+            " and swtpm-tools installed, shut the VM off, then sudo virt-xml win11-gpu --add-device --tpm"
+            " model=tpm-crb,backend.type=emulator,backend.version=2.0)"
+        ],
+    )
+
+
 def test_no_vm(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path), lv=libvirt(None))
     assert (status, problems(lines)) == (

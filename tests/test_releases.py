@@ -234,7 +234,7 @@ def test_lintian_of_the_release_reports_no_errors_or_warnings(system, built: Pat
     assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
 
 
-RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
+RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt", "swtpm", "swtpm-tools")
 
 
 def test_apt_install_brings_the_vm_stack_by_its_recommends(system, built: Path) -> None:

@@ -490,6 +490,18 @@ def check_vm(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 " MMIO window, battery table, SMBIOS, no Secure Boot)",
             )
         )
+    # Not a passthrough piece (attach adds none, a user's TPM is theirs), but Windows 11
+    # setup refuses a machine without one.
+    if xmledit.parse(survey.domain_xml).find("devices/tpm") is None:
+        found.append(
+            Finding(
+                "vm",
+                WARN,
+                f"VM {name} has no TPM, and Windows 11 setup refuses a machine without TPM 2.0",
+                f"with swtpm and swtpm-tools installed, shut the VM off, then sudo virt-xml {name} --add-device"
+                " --tpm model=tpm-crb,backend.type=emulator,backend.version=2.0",
+            )
+        )
     return found
 
 
