@@ -260,7 +260,7 @@ def piece_hyperv_vendor_id(editor: Editor, ctx: Context) -> None:
 # _set_hyperv_defaults) gives a Windows guest, and hv-reset, as (element, attributes,
 # child elements with their state), in libvirt's order (libvirt writes them so after a
 # define; the order here only keeps attach's diff readable). The vendor id has its own
-# piece. evmcs and avic are left out: see DESIGN.md's table.
+# piece. evmcs and avic, which virt-manager adds on some hosts, are left out (DESIGN.md says why).
 HYPERV_ORDER = (
     "relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset", "vendor_id",
     "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic",
