@@ -294,6 +294,22 @@ def test_a_vm_without_a_tpm(tmp_path: Path) -> None:
     )
 
 
+def test_a_vm_without_some_hyperv_enlightenments(tmp_path: Path) -> None:
+    """Passthrough works without them: a warning, and attach adds them."""
+    root = vm.xmledit.parse(DEFINED)
+    hyperv = root.find("features/hyperv")
+    for name in ("stimer", "ipi"):
+        hyperv.remove(hyperv.find(name))
+    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    assert (status, problems(lines)) == (
+        2,
+        [
+            "warn: VM win11-gpu lacks Hyper-V enlightenments: add features/hyperv/stimer; add features/hyperv/ipi"
+            " (fix: shut the VM off, then sudo gpupass vm attach win11-gpu)"
+        ],
+    )
+
+
 def test_no_vm(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path), lv=libvirt(None))
     assert (status, problems(lines)) == (

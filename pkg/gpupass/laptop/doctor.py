@@ -479,6 +479,9 @@ def check_vm(model: Model, m: Machine, facts: Facts) -> list[Finding]:
         if piece == vm.FIRMWARE_PIECE:
             why = vm.secure_boot(xmledit.parse(survey.domain_xml))
             found.append(Finding("vm", FAIL, f"VM {name} boots a Secure Boot firmware: {why}", attach))
+        elif piece == vm.HYPERV_PIECE:
+            # Passthrough works without them; every one missing costs the guest latency.
+            found.append(Finding("vm", WARN, f"VM {name} lacks {piece}: {what}", attach))
         else:
             found.append(Finding("vm", FAIL, f"VM {name} lacks {piece}: {what}", attach))
     if not found:

@@ -324,6 +324,7 @@ def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
 Piece = Callable[[Editor, Context], None]
 # (name in messages, function), in the order attach applies them.
 FIRMWARE_PIECE = "firmware without Secure Boot"
+HYPERV_PIECE = "Hyper-V enlightenments"  # speed, not correctness: doctor only warns
 PIECES: tuple[tuple[str, Piece], ...] = (
     ("hostdevs (one multifunction guest slot, vBIOS rom)", piece_hostdevs),
     ("PCI subsystem ids", piece_subsystem_ids),
@@ -333,7 +334,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
     ("Hyper-V vendor id", piece_hyperv_vendor_id),
-    ("Hyper-V enlightenments", piece_hyperv_enlightenments),
+    (HYPERV_PIECE, piece_hyperv_enlightenments),
     ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
     ("emulator pinning to the other CPUs", piece_emulator_pinning),
 )
