@@ -280,6 +280,36 @@ def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
     ]
 
 
+def test_a_vm_without_a_tpm(tmp_path: Path) -> None:
+    root = vm.xmledit.parse(DEFINED)
+    root.find("devices").remove(root.find("devices/tpm"))
+    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    assert (status, problems(lines)) == (
+        2,
+        [
+            "warn: VM win11-gpu has no TPM, and Windows 11 setup refuses a machine without TPM 2.0 (fix: with swtpm"
+            " and swtpm-tools installed, shut the VM off, then sudo virt-xml win11-gpu --add-device --tpm"
+            " model=tpm-crb,backend.type=emulator,backend.version=2.0)"
+        ],
+    )
+
+
+def test_a_vm_without_some_hyperv_enlightenments(tmp_path: Path) -> None:
+    """Passthrough works without them: a warning, and attach adds them."""
+    root = vm.xmledit.parse(DEFINED)
+    hyperv = root.find("features/hyperv")
+    for name in ("stimer", "ipi"):
+        hyperv.remove(hyperv.find(name))
+    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    assert (status, problems(lines)) == (
+        2,
+        [
+            "warn: VM win11-gpu lacks Hyper-V enlightenments: add features/hyperv/stimer; add features/hyperv/ipi"
+            " (fix: shut the VM off, then sudo gpupass vm attach win11-gpu)"
+        ],
+    )
+
+
 def test_no_vm(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path), lv=libvirt(None))
     assert (status, problems(lines)) == (

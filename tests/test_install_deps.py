@@ -27,6 +27,9 @@ TEST_TOOLS = {
     "virtlogd": "libvirt-daemon-system",
     "virsh": "libvirt-clients",
     "qemu-system-x86_64": "qemu-system-x86",
+    # libvirtd runs them for the domain's TPM 2.0 (vm-smoke boots it).
+    "swtpm": "swtpm",
+    "swtpm_setup": "swtpm-tools",
     "busybox": "busybox-static",
     "apparmor_parser": "apparmor",
     "modprobe": "kmod",

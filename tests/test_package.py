@@ -79,7 +79,9 @@ def test_control_fields(built: Path) -> None:
     depends = next(line for line in fields.splitlines() if line.startswith("Depends:"))
     assert depends == "Depends: python3:any (>= 3.11~)"
     recommends = next(line for line in fields.splitlines() if line.startswith("Recommends:"))
-    assert recommends == "Recommends: libvirt-daemon-system, qemu-system-x86, ovmf, python3-libvirt"
+    assert recommends == (
+        "Recommends: libvirt-daemon-system, qemu-system-x86, ovmf, python3-libvirt, swtpm, swtpm-tools"
+    )
     suggests = next(line for line in fields.splitlines() if line.startswith("Suggests:"))
     assert suggests == "Suggests: uefitool-cli, p7zip-full, innoextract"
 

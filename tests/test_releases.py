@@ -234,7 +234,7 @@ def test_lintian_of_the_release_reports_no_errors_or_warnings(system, built: Pat
     assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
 
 
-RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
+RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt", "swtpm", "swtpm-tools")
 
 
 def test_apt_install_brings_the_vm_stack_by_its_recommends(system, built: Path) -> None:
@@ -394,6 +394,11 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         argv = virsh("domxml-to-native", "qemu-argv", "/tmp/win11-argv.xml").split()
         tables = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-acpitable"]
         assert tables == [f"file={aml}"], argv
+        # The Hyper-V enlightenments attach added, each one QEMU's hv- flag on this release too.
+        cpu = argv[argv.index("-cpu") + 1].split(",")
+        hv = {flag.split("=")[0] for flag in cpu if flag.startswith("hv-")}
+        expected = {f"hv-{name}" for name, _, _ in vm.HYPERV_ENLIGHTENMENTS}
+        assert hv == expected | {"hv-time", "hv-stimer-direct", "hv-vendor-id"}, argv
 
         detached_out = root.run("gpupass", "vm", "detach", "win11").stdout
         assert detached_out.splitlines()[-1].startswith("win11: passthrough detached;"), detached_out

@@ -8,6 +8,8 @@ a real libvirtd, and read back what libvirt kept (``virsh dumpxml``).
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -142,6 +144,10 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
         " add os/nvram",
         "hidden KVM: add features/kvm",
         "Hyper-V vendor id: add features/hyperv/vendor_id",
+        "Hyper-V enlightenments: add features/hyperv/relaxed; add features/hyperv/spinlocks;"
+        " add features/hyperv/vpindex; add features/hyperv/runtime; add features/hyperv/synic;"
+        " add features/hyperv/stimer; add features/hyperv/reset; add features/hyperv/frequencies;"
+        " add features/hyperv/tlbflush; add features/hyperv/ipi; add clock",
         "vCPU pinning to performance CPUs: add cputune",
     ]
     # A half-done domain: what is wrong in it, with the value found.
@@ -367,6 +373,7 @@ def test_attach_then_detach_gives_back_the_users_domain(
 ) -> None:
     original = dumpxml(libvirtd, user_domain)
     backups = tmp_path / "backups"
+    users_tpm = ET.tostring(ET.fromstring(original).find("devices/tpm"))  # virt-install gives every UEFI guest one
 
     first = vm.attach(connection, user_domain, aurora, host_cpus=LAPTOP_CPUS, backup_dir=backups)
     assert first.defined and first.backup.read_text() == original
@@ -392,6 +399,11 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert os_.find("smbios").get("mode") == "sysinfo"
     assert root.find("features/kvm/hidden").get("state") == "on"
     assert root.find("features/hyperv/vendor_id").attrib == {"state": "on", "value": aurora.vm.hyperv_vendor_id}
+    hyperv = {e.tag: e.get("state") for e in root.find("features/hyperv")}
+    assert hyperv == dict.fromkeys([*(n for n, _, _ in vm.HYPERV_ENLIGHTENMENTS), "vendor_id"], "on")
+    assert root.find("features/hyperv/stimer/direct").get("state") == "on"
+    assert root.find("clock/timer[@name='hypervclock']").get("present") == "yes"
+    assert [ET.tostring(t) for t in root.iterfind("devices/tpm")] == [users_tpm]  # kept, and no second one
     pins = [(p.get("vcpu"), p.get("cpuset")) for p in root.iterfind("cputune/vcpupin")]
     assert pins == [(str(n), str(n)) for n in range(8)]
     assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
@@ -528,15 +540,29 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         disk = tmp_path / "win11-new.qcow2"
         assert capsys.readouterr().out == (
             f"{disk}: created, 2 GiB (qcow2)\nwin11-new: defined (start it with: virsh start win11-new)\n"
+            "after Windows is installed, take the ISOs out: virsh change-media win11-new sdb --eject --config\n"
         )
         info = subprocess.run(["qemu-img", "info", str(disk)], capture_output=True, text=True, check=True).stdout
         assert "file format: qcow2" in info and "virtual size: 2 GiB" in info
         root = ET.fromstring(dumpxml(libvirtd, "win11-new"))
-        sources = {d.get("device"): d.find("source").get("file") for d in root.iterfind("devices/disk")}
-        assert sources == {"disk": str(disk), "cdrom": str(iso)}
+        disks = [(d.get("device"), d.find("source").get("file"), d.find("target").attrib) for d in root.iter("disk")]
+        assert disks == [
+            ("disk", str(disk), {"dev": "sda", "bus": "sata"}),
+            ("cdrom", str(iso), {"dev": "sdb", "bus": "sata"}),
+        ]
         assert [b.get("dev") for b in root.iterfind("os/boot")] == ["hd", "cdrom"]
+        assert [m.get("type") for m in root.iterfind("devices/interface/model")] == ["e1000e"]
+        assert [(i.get("type"), i.get("bus")) for i in root.iterfind("devices/input")] == [
+            ("tablet", "usb"), ("mouse", "ps2"), ("keyboard", "ps2"),
+        ]  # fmt: skip
+        tpm = root.find("devices/tpm")
+        assert (tpm.get("model"), tpm.find("backend").attrib) == ("tpm-crb", {"type": "emulator", "version": "2.0"})
         assert vm.missing_pieces(ET.tostring(root, encoding="unicode"), aurora) == []
         assert root.find("metadata") is None  # nothing for detach to take out of gpupass's own domain
+        # The printed way to take the installer out works on the shut-off domain.
+        libvirtd.virsh("change-media", "win11-new", "sdb", "--eject", "--config")
+        cdrom = ET.fromstring(dumpxml(libvirtd, "win11-new")).find("devices/disk[@device='cdrom']")
+        assert cdrom.find("source") is None
 
         assert cli.main([*argv, "--disk-size", "2", *hidden]) == 1
         assert capsys.readouterr().err == (
@@ -554,6 +580,85 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         assert not (tmp_path / "win11-bad.qcow2").exists()
     finally:
         libvirtd.virsh("undefine", "--nvram", "win11-new", check=False)
+
+
+@pytest.mark.tool
+def test_define_with_virtio_win_names_the_driver_folder(
+    libvirtd: Daemon, aurora: model.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = tmp_path / "domain.xml"
+    template.write_bytes(render.render_all(aurora)[DOMAIN].replace(b'<domain type="kvm"', b'<domain type="qemu"', 1))
+    iso, drivers = tmp_path / "Win11.iso", tmp_path / "virtio-win.iso"
+    for image in (iso, drivers):
+        image.write_bytes(b"")
+    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-virtio", "--disk-size", "1"]
+    argv += ["--iso", str(iso), "--virtio-win", str(drivers), "--domain-xml", str(template), "--images", str(tmp_path)]
+    try:
+        assert cli.main(argv) == 0
+        assert capsys.readouterr().out.splitlines()[1:] == [
+            "win11-virtio: defined (start it with: virsh start win11-virtio)",
+            'Windows setup sees the disk only with the virtio storage driver: at "Where do you want to install'
+            ' Windows?" choose Load driver, then the folder viostor\\w11\\amd64 on the virtio-win CD (the network'
+            " driver is in NetKVM\\w11\\amd64)",
+            "after Windows is installed, take the ISOs out: virsh change-media win11-virtio sda --eject --config;"
+            " virsh change-media win11-virtio sdb --eject --config",
+        ]
+        root = ET.fromstring(dumpxml(libvirtd, "win11-virtio"))
+        disks = [(d.get("device"), d.find("source").get("file"), d.find("target").attrib) for d in root.iter("disk")]
+        assert disks == [
+            ("disk", str(tmp_path / "win11-virtio.qcow2"), {"dev": "vda", "bus": "virtio"}),
+            ("cdrom", str(iso), {"dev": "sda", "bus": "sata"}),
+            ("cdrom", str(drivers), {"dev": "sdb", "bus": "sata"}),
+        ]
+        assert [m.get("type") for m in root.iterfind("devices/interface/model")] == ["virtio"]
+        assert [b.get("dev") for b in root.iterfind("os/boot")] == ["hd", "cdrom"]
+        other = [*argv[:6], "win11-other", "--disk-size", "1", "--virtio-win", str(tmp_path / "nope.iso")]
+        assert cli.main([*other, "--domain-xml", str(template), "--images", str(tmp_path)]) == 1
+        assert capsys.readouterr().err == (
+            f"gpupass: {tmp_path / 'nope.iso'}: no such file (expected the virtio-win drivers ISO)\n"
+        )
+        assert not (tmp_path / "win11-other.qcow2").exists()
+    finally:
+        libvirtd.virsh("undefine", "--nvram", "win11-virtio", check=False)
+
+
+@pytest.mark.tool
+def test_qemu_boots_the_disk_then_the_installer_with_every_enlightenment_and_the_tpm(
+    libvirtd: Daemon, aurora: model.Model, tmp_path: Path
+) -> None:
+    """What QEMU is told (``virsh domxml-to-native``): OVMF tries the disk first, then the
+    installer; the drivers CD is not a boot device."""
+    template = render.render_all(aurora)[DOMAIN].decode().replace('<domain type="kvm"', '<domain type="qemu"', 1)
+    xml = vm.define_xml(
+        template, aurora, name="w", disk=tmp_path / "d.qcow2", iso=tmp_path / "W.iso", virtio_win=tmp_path / "v.iso"
+    )
+    path = tmp_path / "domain.xml"
+    # The two things a test machine cannot give the command line: -cpu host, and the
+    # passthrough driver's probe (see test_libvirt.test_qemu_gets_the_laptops_subsystem_ids).
+    xml = xml.replace('mode="host-passthrough"', 'mode="maximum"')
+    path.write_text(xml.replace('managed="yes">', 'managed="yes"><driver name="vfio"/>'))
+    argv = libvirtd.virsh("domxml-to-native", "qemu-argv", str(path)).stdout
+    devices = [json.loads(arg) for arg in re.findall(r"-device '(\{[^']*\})'", argv)]
+    files = {json.loads(a)["node-name"]: json.loads(a)["filename"] for a in re.findall(r"-blockdev '(\{[^']*\})'", argv)
+             if '"filename"' in a}  # fmt: skip
+    boot = {}
+    for device in devices:
+        if "drive" in device:
+            storage = device["drive"].replace("-format", "-storage")
+            boot[Path(files[storage]).name] = (device["driver"], device.get("bootindex"))
+    assert boot == {"d.qcow2": ("virtio-blk-pci", 1), "W.iso": ("ide-cd", 2), "v.iso": ("ide-cd", None)}
+    # libvirt 9.0 turns each Hyper-V enlightenment into QEMU 7.2's CPU flag, and the TPM
+    # into swtpm's chardev and a CRB device.
+    cpu = re.search(r" -cpu (\S+)", argv).group(1).split(",")
+    assert [f for f in cpu if f.startswith("hv-")] == [
+        "hv-time=on", "hv-relaxed=on", "hv-vapic=on", "hv-spinlocks=0x1fff", "hv-vpindex=on", "hv-runtime=on",
+        "hv-synic=on", "hv-stimer=on", "hv-stimer-direct=on", "hv-reset=on",
+        f"hv-vendor-id={aurora.vm.hyperv_vendor_id}", "hv-frequencies=on", "hv-tlbflush=on", "hv-ipi=on",
+    ]  # fmt: skip
+    assert "kvm=off" in cpu
+    tpm = [d for d in devices if d["driver"] == "tpm-crb"]
+    assert tpm == [{"driver": "tpm-crb", "tpmdev": "tpm-tpm0", "id": "tpm0"}]
+    assert [d["driver"] for d in devices if d.get("bus") == "usb.0"] == ["usb-tablet"]
 
 
 def test_the_users_own_mmio_window_is_resized_and_given_back(aurora: model.Model) -> None:
@@ -612,10 +717,11 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
     assert root.find("name").text == "win"
     disks = [(d.get("device"), d.find("source").get("file"), d.find("target").attrib) for d in root.iter("disk")]
     assert disks == [
-        ("disk", "/d/win.qcow2", {"dev": "vda", "bus": "virtio"}),
-        ("cdrom", "/i/Win11.iso", {"dev": "sda", "bus": "sata"}),
+        ("disk", "/d/win.qcow2", {"dev": "sda", "bus": "sata"}),
+        ("cdrom", "/i/Win11.iso", {"dev": "sdb", "bus": "sata"}),
     ]
     assert [b.get("dev") for b in root.iterfind("os/boot")] == ["hd", "cdrom"]
+    assert [m.get("type") for m in root.iterfind("devices/interface/model")] == ["e1000e"]
     assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
@@ -625,3 +731,62 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
         assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}"], [])
     assert root.find("metadata") is None
     assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []
+
+
+@pytest.mark.parametrize("iso", [True, False], ids=["with-installer", "drivers-only"])
+def test_define_xml_with_virtio_win_puts_disk_and_nic_on_virtio(aurora: model.Model, iso: bool) -> None:
+    shipped = render.render_all(aurora)[DOMAIN].decode()
+    text = vm.define_xml(
+        shipped,
+        aurora,
+        name="win",
+        disk=Path("/d/win.qcow2"),
+        iso=Path("/i/Win11.iso") if iso else None,
+        virtio_win=Path("/i/virtio-win.iso"),
+    )
+    root = ET.fromstring(text)
+    disks = [(d.get("device"), d.find("source").get("file"), d.find("target").attrib) for d in root.iter("disk")]
+    cdroms = [("cdrom", "/i/Win11.iso")] if iso else []
+    cdroms.append(("cdrom", "/i/virtio-win.iso"))
+    assert disks == [
+        ("disk", "/d/win.qcow2", {"dev": "vda", "bus": "virtio"}),
+        *((kind, path, {"dev": f"sd{'ab'[n]}", "bus": "sata"}) for n, (kind, path) in enumerate(cdroms)),
+    ]
+    assert [m.get("type") for m in root.iterfind("devices/interface/model")] == ["virtio"]
+    # Only the installer boots; without one, the disk alone.
+    assert [b.get("dev") for b in root.iterfind("os/boot")] == (["hd", "cdrom"] if iso else ["hd"])
+
+
+def test_the_hyperv_enlightenments_a_domain_lacks_are_added_and_the_users_own_kept(aurora: model.Model) -> None:
+    """virt-install 4.1's Windows 11 domain has relaxed, vapic, spinlocks; a user switched ipi off."""
+    original = SMALL_DOMAIN.replace(
+        '<vapic state="on"/>',
+        '<relaxed state="on"/><vapic state="on"/><spinlocks state="on" retries="4095"/><ipi state="off"/>',
+    ).replace("</features>", '</features><clock offset="localtime"><timer name="rtc" tickpolicy="catchup"/></clock>')
+    root = xmledit.parse(original)
+    editor = xmledit.Editor(root, owner="test")
+    vm.piece_hyperv_enlightenments(editor, vm.Context(aurora))
+    hyperv = [(e.tag, e.attrib, [(c.tag, c.attrib) for c in e]) for e in root.find("features/hyperv")]
+    assert hyperv == [
+        ("relaxed", {"state": "on"}, []),
+        ("vapic", {"state": "on"}, []),
+        ("spinlocks", {"state": "on", "retries": "4095"}, []),
+        ("vpindex", {"state": "on"}, []),
+        ("runtime", {"state": "on"}, []),
+        ("synic", {"state": "on"}, []),
+        ("stimer", {"state": "on"}, [("direct", {"state": "on"})]),
+        ("reset", {"state": "on"}, []),
+        ("frequencies", {"state": "on"}, []),
+        ("tlbflush", {"state": "on"}, []),
+        ("ipi", {"state": "off"}, []),
+    ]
+    timers = [(t.get("name"), t.get("present")) for t in root.iterfind("clock/timer")]
+    assert timers == [("rtc", None), ("hypervclock", "yes")]
+    again = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
+    again.undo()
+    assert xmledit.to_text(again.root) == xmledit.to_text(xmledit.parse(original))
+    # Passthrough mode hands the guest all the host has: nothing to add.
+    passthrough = xmledit.parse(SMALL_DOMAIN.replace('<hyperv mode="custom">', '<hyperv mode="passthrough">'))
+    editor = xmledit.Editor(passthrough)
+    vm.piece_hyperv_enlightenments(editor, vm.Context(aurora))
+    assert editor.changes == []

@@ -108,6 +108,20 @@ def assert_full_battery_and_laptop_smbios(report: vm_smoke.GuestReport, loaded: 
     assert report.dmi == {"sys_vendor": loaded.smbios.manufacturer, "product_name": loaded.smbios.product}, printed
 
 
+def assert_windows_11_platform(report: vm_smoke.GuestReport) -> None:
+    """What Windows 11's hardware check looks at, as the guest's kernel sees it: UEFI, a TPM of
+    major version 2 (swtpm, through libvirt) with its ACPI TPM2 table, and Secure Boot
+    capable but off: Debian's OVMF_CODE_4M.fd with OVMF_VARS_4M.fd has the Secure Boot
+    variables, SecureBoot 0 and SetupMode 1 (no keys enrolled)."""
+    assert report.platform == {
+        "firmware": "uefi",
+        "tpm tpm_version_major": "2",
+        "acpi TPM2": "present",
+        "efivar SecureBoot": "0",
+        "efivar SetupMode": "1",
+    }, "\n".join(report.lines)
+
+
 @pytest.mark.parametrize("model_file", MODELS, ids=lambda p: p.stem)
 def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, model_file: Path, tmp_path: Path
@@ -120,6 +134,7 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
     assert_full_battery_and_laptop_smbios(report, loaded)
     assert report.supply_of_type("Mains").get("online") == "1", "\n".join(report.lines)
+    assert_windows_11_platform(report)
 
 
 def test_vm_define_boots_with_the_users_disk_and_iso(
@@ -139,13 +154,59 @@ def test_vm_define_boots_with_the_users_disk_and_iso(
     argv = ["vm", "--model", str(model_file), "--connect", libvirtd.uri, "define", name]
     argv += ["--disk-size", "1", "--iso", str(iso), "--domain-xml", str(template), "--images", str(tmp_path)]
     assert cli.main(argv) == 0, capsys.readouterr().err
-    assert capsys.readouterr().out.endswith(f"{name}: defined (start it with: virsh start {name})\n")
+    assert f"\n{name}: defined (start it with: virsh start {name})\n" in capsys.readouterr().out
     dumped = ET.fromstring(libvirtd.virsh("dumpxml", "--inactive", name).stdout)
     sources = {d.get("device"): d.find("source").get("file") for d in dumped.iterfind("devices/disk")}
     assert sources == {"disk": str(tmp_path / f"{name}.qcow2"), "cdrom": str(iso)}
 
     _, report = boot_and_report(libvirtd, name, serial_log)
     assert_full_battery_and_laptop_smbios(report, loaded)
+    assert_windows_11_platform(report)
+
+
+BDS_LINE = re.compile(r'BdsDxe: (failed to load|loading|starting) Boot[0-9A-F]{4} "([^"]*?) *"')
+
+
+def test_ovmf_tries_the_new_disk_then_the_installer(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The boot order Windows setup's reboots rely on (DESIGN.md): ``gpupass vm define``'s
+    domain booted by its firmware (no direct kernel boot). OVMF tries the new, empty disk
+    first, finds nothing to load, and goes on to the installer CD; once setup has put its
+    boot loader on the disk, the disk's turn comes first. Its console (the serial port)
+    names each boot option as it tries it. The ISO here is blank, so OVMF fails on it too."""
+    model_file = ROOT / "models" / "aurora-z.toml"
+    _, template, serial_log = smoke_domain(model_file, guest_kernel, tmp_path)
+    root = ET.parse(template).getroot()
+    os_ = root.find("os")
+    for tag in ("kernel", "initrd", "cmdline"):
+        os_.remove(os_.find(tag))
+    template.write_bytes(ET.tostring(root))
+    iso = tmp_path / "Win11.iso"
+    iso.write_bytes(b"\0" * 2048)
+    name = "win11-boot-order"
+    argv = ["vm", "--model", str(model_file), "--connect", libvirtd.uri, "define", name]
+    argv += ["--disk-size", "1", "--iso", str(iso), "--domain-xml", str(template), "--images", str(tmp_path)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    boot = Boot(libvirtd, name, serial_log)
+    tried: list[tuple[str, str]] = []
+    try:
+        started = time.monotonic()
+        libvirtd.virsh("start", name)
+        # The EFI shell comes after both and waits: stop once the CD-ROM has had its turn.
+        while not any("DVD-ROM" in option for _, option in tried):
+            if time.monotonic() - started > BOOT_TIMEOUT:
+                pytest.fail(f"OVMF did not reach the CD-ROM within {BOOT_TIMEOUT} s\n{boot.logs()}")
+            time.sleep(0.5)
+            tried = BDS_LINE.findall(boot.serial())
+    finally:
+        libvirtd.virsh("destroy", name, check=False)
+        libvirtd.virsh("undefine", "--nvram", name, check=False)
+    print("\n".join(f"{what}: {option}" for what, option in tried))
+    assert [(what, option.split(" QM")[0]) for what, option in tried[:2]] == [
+        ("failed to load", "UEFI QEMU HARDDISK"),
+        ("failed to load", "UEFI QEMU DVD-ROM"),
+    ], boot.logs()
 
 
 MEMINFO = "MemTotal: {ram} kB\nSwapTotal: 0 kB\nCommitLimit: {ram} kB\nCommitted_AS: 1048576 kB\n"

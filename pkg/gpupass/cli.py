@@ -252,6 +252,11 @@ def parser() -> argparse.ArgumentParser:
     disk.add_argument("--disk", metavar="PATH", help="an existing disk image")
     disk.add_argument("--disk-size", metavar="GiB", type=int, help="create a qcow2 disk of this size")
     vp.add_argument("--iso", metavar="FILE", help="the Windows installer ISO, as a CD-ROM")
+    vp.add_argument(
+        "--virtio-win",
+        metavar="ISO",
+        help="the virtio-win drivers ISO: disk and NIC become virtio, the ISO a second CD-ROM",
+    )
     vp.add_argument("--domain-xml", default=str(paths.INSTALLED_DOMAIN), help=argparse.SUPPRESS)
     vp.add_argument("--images", default="/var/lib/libvirt/images", help=argparse.SUPPRESS)
     for name, what in (

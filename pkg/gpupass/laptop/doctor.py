@@ -491,6 +491,9 @@ def check_vm(model: Model, m: Machine, facts: Facts) -> list[Finding]:
         if piece == vm.FIRMWARE_PIECE:
             why = vm.secure_boot(xmledit.parse(survey.domain_xml))
             found.append(Finding("vm", FAIL, f"VM {name} boots a Secure Boot firmware: {why}", attach))
+        elif piece == vm.HYPERV_PIECE:
+            # Passthrough works without them; every one missing costs the guest latency.
+            found.append(Finding("vm", WARN, f"VM {name} lacks {piece}: {what}", attach))
         else:
             found.append(Finding("vm", FAIL, f"VM {name} lacks {piece}: {what}", attach))
     if not found:
@@ -500,6 +503,18 @@ def check_vm(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 OK,
                 f"VM {name} holds every passthrough piece (hostdevs on one multifunction slot, vBIOS rom,"
                 " MMIO window, battery table, SMBIOS, no Secure Boot)",
+            )
+        )
+    # Not a passthrough piece (attach adds none, a user's TPM is theirs), but Windows 11
+    # setup refuses a machine without one.
+    if xmledit.parse(survey.domain_xml).find("devices/tpm") is None:
+        found.append(
+            Finding(
+                "vm",
+                WARN,
+                f"VM {name} has no TPM, and Windows 11 setup refuses a machine without TPM 2.0",
+                f"with swtpm and swtpm-tools installed, shut the VM off, then sudo virt-xml {name} --add-device"
+                " --tpm model=tpm-crb,backend.type=emulator,backend.version=2.0",
             )
         )
     return found

@@ -34,6 +34,9 @@ PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@na
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
 IMAGES_DIR = Path("/var/lib/libvirt/images")
+# The folders of the virtio-win drivers ISO that Windows 11 (amd64) setup loads.
+VIRTIO_WIN_STORAGE = "viostor\\w11\\amd64"
+VIRTIO_WIN_NETWORK = "NetKVM\\w11\\amd64"
 BACKUP_DIR = paths.STATE_DIR / "domains"
 
 
@@ -253,6 +256,56 @@ def piece_hyperv_vendor_id(editor: Editor, ctx: Context) -> None:
     editor.set(vendor, path, "value", ctx.model.vm.hyperv_vendor_id)
 
 
+# The Hyper-V enlightenments current virt-manager (virtinst/domain/features.py,
+# _set_hyperv_defaults) gives a Windows guest, and hv-reset, as (element, attributes,
+# child elements with their state), in libvirt's order (libvirt writes them so after a
+# define; the order here only keeps attach's diff readable). The vendor id has its own
+# piece. evmcs and avic, which virt-manager adds on some hosts, are left out (DESIGN.md says why).
+HYPERV_ORDER = (
+    "relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset", "vendor_id",
+    "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic",
+)  # fmt: skip
+HYPERV_ENLIGHTENMENTS: tuple[tuple[str, dict[str, str], tuple[str, ...]], ...] = (
+    ("relaxed", {}, ()),
+    ("vapic", {}, ()),
+    ("spinlocks", {"retries": "8191"}, ()),
+    ("vpindex", {}, ()),
+    ("runtime", {}, ()),
+    ("synic", {}, ()),
+    ("stimer", {}, ("direct",)),
+    ("reset", {}, ()),
+    ("frequencies", {}, ()),
+    ("tlbflush", {}, ()),
+    ("ipi", {}, ()),
+)
+
+
+def piece_hyperv_enlightenments(editor: Editor, ctx: Context) -> None:
+    """Each enlightenment the domain lacks, switched on; one the user set (on or off) stays.
+
+    ``<hyperv mode="passthrough">`` gives the guest every enlightenment the host has: left
+    as it is. stimer needs the Hyper-V clock (hv-time), libvirt's hypervclock timer.
+    """
+    hyperv = editor.root.find("features/hyperv")
+    if hyperv is not None and hyperv.get("mode") == "passthrough":
+        return
+    for name, attrs, children in HYPERV_ENLIGHTENMENTS:
+        path = f"features/hyperv/{name}"
+        if xmledit.find(editor.root, path) is not None:
+            continue
+        later = HYPERV_ORDER[HYPERV_ORDER.index(name) + 1 :]
+        element = editor.ensure(path, before=later)
+        element.set("state", "on")
+        for attr, value in attrs.items():
+            element.set(attr, value)
+        for child in children:
+            ET.SubElement(element, child, state="on")
+    if xmledit.find(editor.root, "clock/timer[@name='hypervclock']") is None:
+        editor.ensure("clock", container=True, before=("on_poweroff", "on_reboot", "on_crash", "pm", "perf", "devices"))
+        timer = editor.ensure("clock/timer[@name='hypervclock']")
+        timer.set("present", "yes")
+
+
 def piece_vcpu_pinning(editor: Editor, ctx: Context) -> None:
     editor.ensure("cputune", container=True, before=("numatune", "resource", "sysinfo", "bootloader", "os"))
     for vcpu, cpu in enumerate(vcpu_pins(ctx.model, domain_vcpus(editor.root))):
@@ -271,6 +324,7 @@ def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
 Piece = Callable[[Editor, Context], None]
 # (name in messages, function), in the order attach applies them.
 FIRMWARE_PIECE = "firmware without Secure Boot"
+HYPERV_PIECE = "Hyper-V enlightenments"  # speed, not correctness: doctor only warns
 PIECES: tuple[tuple[str, Piece], ...] = (
     ("hostdevs (one multifunction guest slot, vBIOS rom)", piece_hostdevs),
     ("PCI subsystem ids", piece_subsystem_ids),
@@ -280,6 +334,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
     ("Hyper-V vendor id", piece_hyperv_vendor_id),
+    (HYPERV_PIECE, piece_hyperv_enlightenments),
     ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
     ("emulator pinning to the other CPUs", piece_emulator_pinning),
 )
@@ -452,10 +507,18 @@ def define_xml(
     name: str,
     disk: Path,
     iso: Path | None = None,
+    virtio_win: Path | None = None,
     native_acpi_table: bool = False,
     host_cpus: Iterable[int] = (),
 ) -> str:
-    """The package's domain with the user's name, disk and installer ISO."""
+    """The package's domain with the user's name, disk, installer ISO and drivers ISO.
+
+    The disk is on SATA and the NIC an e1000e, which Windows setup drives without extra
+    drivers; with the virtio-win drivers ISO both are virtio and the ISO a second CD-ROM.
+    Boot order: the disk, then the installer. OVMF skips a disk with nothing to boot (a new
+    one) and starts the installer; once setup has written its boot loader to the disk,
+    setup's own reboots land there (see DESIGN.md).
+    """
     root = xmledit.parse(template)
     editor = Editor(root, journal=False)  # the package's own domain: nothing to undo
     editor.set_text(editor.ensure("name"), "name", name)
@@ -464,17 +527,30 @@ def define_xml(
     if disk_element is None:
         disk_element = editor.ensure(disk_path, before=("controller", "interface", "graphics"))
         ET.SubElement(disk_element, "driver", name="qemu", type="qcow2", discard="unmap")
-        ET.SubElement(disk_element, "target", dev="vda", bus="virtio")
+        ET.SubElement(disk_element, "target", dev="sda", bus="sata")
     editor.ensure(f"{disk_path}/source").set("file", str(disk))
-    if iso is not None:
-        cdrom = editor.ensure(
-            "devices/disk[@type='file'][@device='cdrom']", before=("controller", "interface", "graphics")
-        )
+    sata = (f"sd{letter}" for letter in "abcdefghijklmnopqrstuvwxyz")
+    target = editor.ensure(f"{disk_path}/target")
+    if virtio_win is not None:
+        target.attrib.update(dev="vda", bus="virtio")
+        for nic in root.iterfind("devices/interface"):
+            model_element = nic.find("model")
+            if model_element is None:
+                model_element = ET.SubElement(nic, "model")
+            model_element.set("type", "virtio")
+    elif target.get("bus") == "sata":
+        next(sata)  # the disk's sda
+    anchor = list(root.find("devices")).index(disk_element) + 1
+    for number, image in enumerate(i for i in (iso, virtio_win) if i is not None):
+        cdrom = ET.Element("disk", type="file", device="cdrom")
         ET.SubElement(cdrom, "driver", name="qemu", type="raw")
-        ET.SubElement(cdrom, "source", file=str(iso))
-        ET.SubElement(cdrom, "target", dev="sda", bus="sata")
+        ET.SubElement(cdrom, "source", file=str(image))
+        ET.SubElement(cdrom, "target", dev=next(sata), bus="sata")
         ET.SubElement(cdrom, "readonly")
-        # An empty disk does not boot, so OVMF goes on to the installer.
+        root.find("devices").insert(anchor + number, cdrom)
+    if iso is not None:
+        # After the disk (os/boot dev="hd" in the template): libvirt gives the first disk
+        # bootindex 1 and the first CD-ROM, the installer, bootindex 2.
         editor.ensure("os/boot[@dev='cdrom']", before=("smbios",))
     ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
     if native_acpi_table:
@@ -498,6 +574,7 @@ def define(
     disk: Path | None = None,
     disk_size_gib: int | None = None,
     iso: Path | None = None,
+    virtio_win: Path | None = None,
     template: Path = paths.INSTALLED_DOMAIN,
     images_dir: Path = IMAGES_DIR,
     host_cpus: Iterable[int] | None = None,
@@ -516,6 +593,8 @@ def define(
         raise GpupassError(f"{template}: cannot be read: {e.strerror}", hint=f"reinstall {model.package}") from None
     if iso is not None and not iso.is_file():
         raise GpupassError(f"{iso}: no such file (expected the Windows installer ISO)")
+    if virtio_win is not None and not virtio_win.is_file():
+        raise GpupassError(f"{virtio_win}: no such file (expected the virtio-win drivers ISO)")
     lines = []
     if disk is None:
         disk = images_dir / f"{name}.qcow2"
@@ -532,6 +611,7 @@ def define(
         name=name,
         disk=disk.resolve(),
         iso=iso.resolve() if iso else None,
+        virtio_win=virtio_win.resolve() if virtio_win else None,
         native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
         host_cpus=libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus,
     )
@@ -542,6 +622,16 @@ def define(
             disk.unlink(missing_ok=True)  # created for this domain only
         raise
     lines.append(f"{name}: defined (start it with: virsh start {name})")
+    if virtio_win is not None:
+        lines.append(
+            f'Windows setup sees the disk only with the virtio storage driver: at "Where do you want to install'
+            f' Windows?" choose Load driver, then the folder {VIRTIO_WIN_STORAGE} on the virtio-win CD'
+            f" (the network driver is in {VIRTIO_WIN_NETWORK})"
+        )
+    cdroms = [t.get("dev") for t in ET.fromstring(xml).iterfind("devices/disk[@device='cdrom']/target")]
+    if cdroms:
+        eject = "; ".join(f"virsh change-media {name} {dev} --eject --config" for dev in cdroms)
+        lines.append(f"after Windows is installed, take the ISOs out: {eject}")
     return lines
 
 
@@ -562,6 +652,7 @@ def cli(args: argparse.Namespace, model: Model) -> int:
                 disk=Path(args.disk) if args.disk else None,
                 disk_size_gib=args.disk_size,
                 iso=Path(args.iso) if args.iso else None,
+                virtio_win=Path(args.virtio_win) if args.virtio_win else None,
                 template=Path(args.domain_xml),
                 images_dir=Path(args.images),
             )

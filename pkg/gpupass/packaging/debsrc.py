@@ -36,8 +36,9 @@ STAGED_DIRS = ("pkg", "config-templates", "acpi")
 BUILD_DEPENDS = ("dh-python", "acpica-tools", "python3-jinja2", "python3-sh")
 # What the laptop needs to run the VM, by names that exist on Debian 12/13 and Ubuntu
 # 24.04/26.04 (on 26.04 "ovmf" is a metapackage over ovmf-generic); python3-libvirt for
-# `gpupass vm`. Recommends: apt installs them by default, an image builder may leave them out.
-RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt")
+# `gpupass vm`; swtpm and swtpm-tools (swtpm_setup) for the domain's TPM 2.0, which Windows
+# 11 setup requires. Recommends: apt installs them by default, an image builder may leave them out.
+RECOMMENDS = ("libvirt-daemon-system", "qemu-system-x86", "ovmf", "python3-libvirt", "swtpm", "swtpm-tools")
 # What ``gpupass vbios from-update`` runs when a BIOS update needs it: UEFIExtract for
 # Tiano-compressed sections, 7z and innoextract for installer wrappers.
 SUGGESTS = ("uefitool-cli", "p7zip-full", "innoextract")
