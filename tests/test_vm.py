@@ -155,9 +155,10 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
     )
     lines = vm.missing_pieces(half, aurora)
     assert lines[0] == (
-        "hostdevs (one multifunction guest slot, vBIOS rom): set hostdev 0000:01:00.0/@managed='yes';"
-        " add hostdev 0000:01:00.0/rom; set hostdev 0000:01:00.0/address[@type='pci']/@multifunction='on';"
-        " add hostdev 0000:01:00.1"
+        "hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
+        " set hostdev 0000:01:00.0/@managed='yes'; add hostdev 0000:01:00.0/rom;"
+        " set hostdev 0000:01:00.0/address[@type='pci']/@bus='0x03' (was '0x02');"
+        " set hostdev 0000:01:00.0/address[@type='pci']/@multifunction='on'; add hostdev 0000:01:00.1"
     )
     assert lines[-1] == (
         "vCPU pinning to performance CPUs: set cputune/vcpupin[@vcpu='0']/@cpuset='0' (was '5');"
@@ -195,7 +196,8 @@ def test_an_attached_domain_misses_nothing_and_a_second_attach_changes_nothing(
 
 
 def test_the_users_own_hostdevs_are_moved_onto_one_slot_and_back(aurora: model.Model) -> None:
-    """virt-manager puts the GPU and its audio function on two root ports; attach joins them."""
+    """virt-manager puts the GPU and its audio function on two root ports; attach moves both
+    onto gpupass's own port (whose guest ACPI node is known), and detach moves them back."""
     functions = "".join(
         f"""<hostdev mode="subsystem" type="pci" managed="yes">
       <source><address domain="0x0000" bus="0x01" slot="0x00" function="0x{n}"/></source>
@@ -208,13 +210,32 @@ def test_the_users_own_hostdevs_are_moved_onto_one_slot_and_back(aurora: model.M
     vm.apply(root, vm.Context(aurora))
     guest = [h.find("address").attrib for h in root.iterfind("devices/hostdev")]
     assert guest == [
-        {"type": "pci", "domain": "0x0000", "bus": "0x01", "slot": "0x00", "function": "0x0", "multifunction": "on"},
-        {"type": "pci", "domain": "0x0000", "bus": "0x01", "slot": "0x00", "function": "0x1"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x0", "multifunction": "on"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x1"},
     ]
-    assert root.find("devices/controller/alias") is None  # no root port of gpupass's own needed
+    port = xmledit.find(root, vm.PORT_PATH)
+    assert (port.get("index"), port.find("target").attrib, port.find("address").attrib) == (
+        "3",
+        {"hotplug": "off"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x00", "slot": "0x1c", "function": "0x0"},
+    )
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
     assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
+
+
+def test_a_device_at_the_ports_guest_address_is_refused(aurora: model.Model) -> None:
+    taken = SMALL_DOMAIN.replace(
+        "</devices>",
+        '<controller type="usb" model="qemu-xhci"><address type="pci" domain="0x0000" bus="0x00" slot="0x1c"'
+        ' function="0x0"/></controller></devices>',
+    )
+    with pytest.raises(GpupassError) as e:
+        vm.apply(xmledit.parse(taken), vm.Context(aurora))
+    assert e.value.lines() == [
+        "the domain's controller qemu-xhci sits at guest PCI address 00:1c, where gpupass puts the GPU's root port",
+        "hint: move it (remove its <address> and libvirt picks another), then attach again",
+    ]
 
 
 def with_subsystem_id(m: model.Model, sub: str) -> model.Model:

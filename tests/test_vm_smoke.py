@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import cli, model
+from gpupass import cli, guest, model
 from gpupass.packaging import render
 
 from . import vm_smoke
@@ -120,6 +120,21 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
     assert_full_battery_and_laptop_smbios(report, loaded)
     assert report.supply_of_type("Mains").get("online") == "1", "\n".join(report.lines)
+    assert_gpu_slot_has_the_known_acpi_node(report)
+
+
+def linux_acpi_path(path: str) -> str:
+    """An ACPI path as Linux prints firmware_node/path: each name segment padded to 4 with '_'."""
+    return "\\" + ".".join(segment.ljust(4, "_") for segment in path.lstrip("\\").split("."))
+
+
+def assert_gpu_slot_has_the_known_acpi_node(report: vm_smoke.GuestReport) -> None:
+    """The emulated device standing at the GPU's guest address (virtio-rng) has the ACPI node
+    gpupass targets, and the kernel logged no ACPI error."""
+    printed = "\n".join(report.lines)
+    at_gpu_slot = [path for ids, path in report.pci.values() if ids == vm_smoke.STAND_IN_IDS]
+    assert at_gpu_slot == [linux_acpi_path(guest.gpu_acpi_path())], printed
+    assert report.acpi_errors == (), printed
 
 
 def test_vm_define_boots_with_the_users_disk_and_iso(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import paths
+from .. import guest, paths
 from ..errors import GpupassError
 from ..model import SECURE_BOOT_LOADER, Model, PciFunction
 from . import command, xmledit
@@ -29,7 +29,7 @@ from .xmledit import Editor, quote
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
 # the file; older releases take the table only as a QEMU argument (-acpitable).
 NATIVE_ACPI_TABLE_VERSION = 11_002_000
-PORT_ALIAS = "ua-gpupass-port"
+PORT_ALIAS = guest.PORT_ALIAS
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
@@ -99,27 +99,42 @@ def hostdev_path(function: PciFunction) -> str:
 
 
 def _guest_bus(editor: Editor, ctx: Context) -> int:
-    """The guest bus (a pcie-root-port) for the functions' one slot.
+    """The guest bus for the functions' one slot: gpupass's own pcie-root-port (by alias).
 
-    Where the GPU already sits on slot 0 of a root port (put there by the user or by
-    virt-manager), the others join it; else a root port of gpupass's own, named by alias.
+    The port stands at a fixed guest address with hotplug off, so the GPU's guest ACPI node
+    is the one ``guest.gpu_acpi_path`` names (an SSDT's ``_ROM`` goes there) and QEMU puts
+    no hotplug methods on it. A user's device already at that address is refused, not moved.
     """
     root = editor.root
     controllers = root.findall("devices/controller[@type='pci']")
-    ports = {c.get("index"): c for c in controllers if c.get("model") == "pcie-root-port"}
-    gpu = xmledit.find(root, hostdev_path(ctx.model.gpu_function) + "/address[@type='pci']")
-    if gpu is not None and gpu.get("slot") == "0x00" and gpu.get("bus"):
-        bus = int(gpu.get("bus", "0"), 16)
-        if str(bus) in ports and ports[str(bus)].find(f"alias[@name='{PORT_ALIAS}']") is None:
-            return bus
-    path = PORT_PATH
-    port = xmledit.find(root, path)
+    layout = guest.PORT
+    port = xmledit.find(root, PORT_PATH)
+    for element in root.iterfind("devices/*"):
+        address = element.find("address[@type='pci']")
+        if element is port or address is None:
+            continue
+        if (int(address.get("bus", "0"), 16), int(address.get("slot", "0"), 16)) == (0, layout.port_slot):
+            what = element.tag + (f" {element.get('model')}" if element.get("model") else "")
+            raise GpupassError(
+                f"the domain's {what} sits at guest PCI address 00:{layout.port_slot:02x},"
+                " where gpupass puts the GPU's root port",
+                hint="move it (remove its <address> and libvirt picks another), then attach again",
+            )
     if port is None:
         index = max((int(c.get("index", "0")) for c in controllers), default=0) + 1
         port = editor.ensure(
-            path, before=("filesystem", "interface", "smartcard", "serial", "console", "channel", "input", "graphics")
+            PORT_PATH,
+            before=("filesystem", "interface", "smartcard", "serial", "console", "channel", "input", "graphics"),
         )
         port.set("index", str(index))
+    target_path = f"{PORT_PATH}/target"
+    editor.set(editor.ensure(target_path), target_path, "hotplug", "off")
+    address_path = f"{PORT_PATH}/address[@type='pci']"
+    address = editor.ensure(address_path)
+    wanted = {"domain": "0x0000", "bus": "0x00", "slot": f"0x{layout.port_slot:02x}"}
+    wanted["function"] = f"0x{layout.port_function:x}"
+    for attr, value in wanted.items():
+        editor.set(address, address_path, attr, value)
     return int(port.get("index", "0"))
 
 

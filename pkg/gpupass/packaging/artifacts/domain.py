@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ... import paths
+from ... import guest, paths
 from ...model import Model, PciFunction
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 # Guest PCIe bus of the root port the passed-through functions sit behind.
 GUEST_BUS = 1
+
+
+@dataclass(frozen=True)
+class Port:
+    """gpupass's pcie-root-port: a fixed address, so the GPU's guest ACPI path is known."""
+
+    alias: str = guest.PORT_ALIAS
+    slot: int = guest.PORT.port_slot
+    function: int = guest.PORT.port_function
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ def render(model: Model, templates) -> dict[str, bytes]:
         overrides=[dev for dev in hostdevs if dev.function.subsystem_id],
         guest_bus=f"0x{GUEST_BUS:02x}",
         guest_bus_index=GUEST_BUS,
+        port=Port(),
         qemu_ns=QEMU_NS,
         qemu_args=qemu_args(model),
         pins=vcpu_pins(model),
