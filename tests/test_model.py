@@ -184,7 +184,8 @@ BAD = [
         "[smbios_typo]",
         [
             "smbios: missing (expected a table)",
-            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi)",
+            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi,"
+            " guest)",
         ],
         id="table-typo",
     ),

@@ -137,6 +137,8 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
         " opt/ovmf/X-PciMmio64Mb,string=65536",
         "battery table: add qemu:commandline; add qemu:commandline/qemu:arg -acpitable"
         " file=/usr/share/gpupass/ssdt-battery.aml",
+        "vBIOS _ROM table: add qemu:commandline; add qemu:commandline/qemu:arg -acpitable"
+        " file=/var/lib/gpupass/ssdt-rom.aml",
         "SMBIOS sysinfo: add sysinfo[@type='smbios']; add os/smbios",
         "firmware without Secure Boot: remove os/@firmware (was 'efi'); remove os/firmware; add os/loader;"
         " add os/nvram",
@@ -187,11 +189,11 @@ def test_an_attached_domain_misses_nothing_and_a_second_attach_changes_nothing(
     assert vm.apply(again, vm.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS)).changes == []
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
-    aml = str(paths.INSTALLED_AML)
+    aml, rom_aml = str(paths.INSTALLED_AML), str(paths.ROM_AML)
     if native:
-        assert (tables, args) == ([aml], ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"])
+        assert (tables, args) == ([aml, rom_aml], ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"])
     else:
-        assert tables == [] and args[2:] == ["-acpitable", f"file={aml}"]
+        assert tables == [] and args[2:] == ["-acpitable", f"file={aml}", "-acpitable", f"file={rom_aml}"]
     assert root.find("cputune/emulatorpin").get("cpuset") == "4-11"  # 4 vCPUs on CPUs 0-3
 
 
@@ -298,15 +300,18 @@ def test_the_native_acpi_table_sits_where_libvirts_schema_wants_it(aurora: model
 
     root = xmledit.parse(render.render_all(aurora)[DOMAIN].decode())
     editor = xmledit.Editor(root)
-    for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pair
+    for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pairs
         root.find("qemu:commandline", QEMU).remove(arg)
     vm.piece_battery_table(editor, vm.Context(aurora, native_acpi_table=True))
-    table = root.find("os/acpi/table")
+    vm.piece_rom_table(editor, vm.Context(aurora, native_acpi_table=True))
+    table, rom_table = root.findall("os/acpi/table")
     assert (table.get("type"), table.text) == ("raw", str(paths.INSTALLED_AML))
+    assert (rom_table.get("type"), rom_table.text) == ("raw", str(paths.ROM_AML))
     schema_text = (DOMAIN_RNG.parent / "domaincommon.rng").read_text()
     knows_raw = '<value>raw</value>\n          </attribute>\n          <ref name="absFilePath"/>' in schema_text
     if not knows_raw:
-        table.set("type", "slic")
+        for element in (table, rom_table):
+            element.set("type", "slic")
     schema = etree.RelaxNG(etree.parse(str(DOMAIN_RNG)))
     assert schema.validate(etree.fromstring(xmledit.to_text(root).encode())), schema.error_log
 
@@ -404,6 +409,7 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert hostdevs[0].find("rom").attrib == {"bar": "on", "file": str(paths.VBIOS_ROM)}
     assert [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)] == [
         "-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536", "-acpitable", f"file={paths.INSTALLED_AML}",
+        "-acpitable", f"file={paths.ROM_AML}",
     ]  # fmt: skip
     os_ = root.find("os")
     assert os_.get("firmware") is None and os_.find("firmware") is None
@@ -640,9 +646,10 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
     assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
+    both = [str(paths.INSTALLED_AML), str(paths.ROM_AML)]
     if native:
-        assert (args, tables) == (["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"], [str(paths.INSTALLED_AML)])
+        assert (args, tables) == (["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"], both)
     else:
-        assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}"], [])
+        assert (args[2:], tables) == (["-acpitable", f"file={both[0]}", "-acpitable", f"file={both[1]}"], [])
     assert root.find("metadata") is None
     assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []

@@ -238,10 +238,9 @@ def smoke_domain(
     *,
     kernel: Path,
     initrd: Path,
-    aml: Path,
+    tables: dict[str, Path],
     serial_log: Path,
     memory_mib: int,
-    extra_tables: tuple[Path, ...] = (),
 ) -> bytes:
     """The product's domain with only what this machine cannot provide changed."""
     root = ET.fromstring(product_xml)
@@ -296,16 +295,13 @@ def smoke_domain(
     serial = ET.SubElement(devices, "serial", type="file")
     ET.SubElement(serial, "source", path=str(serial_log))
     ET.SubElement(serial, "target", port="0")
-    # The package's AML, at the path where this test rendered it (not yet installed), and
-    # the extra tables a test adds (the GPU's _ROM SSDT), the way the package adds its own.
+    # The package's ACPI tables, at the paths where this test wrote them (not yet installed):
+    # the battery SSDT and, for an NVIDIA model, the _ROM SSDT written on the laptop.
     args = list(root.iter(f"{{{QEMU_NS}}}arg"))
-    tables = [value for option, value in itertools.pairwise(args) if option.get("value") == "-acpitable"]
-    assert len(tables) == 1, "expected one -acpitable in <qemu:commandline>"
-    tables[0].set("value", f"file={aml}")
-    commandline = root.find(f"{{{QEMU_NS}}}commandline")
-    for table in extra_tables:
-        for value in ("-acpitable", f"file={table}"):
-            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=value)
+    found = [value for option, value in itertools.pairwise(args) if option.get("value") == "-acpitable"]
+    assert sorted(v.get("value") for v in found) == sorted(f"file={t}" for t in tables), "unexpected -acpitable"
+    for value in found:
+        value.set("value", f"file={tables[value.get('value').removeprefix('file=')]}")
     ET.indent(root, "  ")
     return ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
 

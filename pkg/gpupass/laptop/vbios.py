@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from ..errors import GpupassError
 from ..model import Model
+from . import romtable
 
 ROM_SIGNATURE = b"\x55\xaa"
 PCIR_SIGNATURE = b"PCIR"
@@ -373,6 +374,7 @@ def store(rom: bytes, dest: Path) -> None:
         _fsync_directory(dest.parent)
     except OSError as e:
         raise RomError(f"cannot write {dest}: {e.strerror}") from None
+    romtable.write(rom, dest.with_name(romtable.NAME))  # the guest's _ROM serves what is stored
 
 
 def _write_all(file: BinaryIO, data: bytes) -> None:

@@ -46,6 +46,7 @@ class Context:
     host_cpus: tuple[int, ...] = ()  # empty: unknown, no emulator pinning
     vbios: str = str(paths.VBIOS_ROM)
     aml: str = str(paths.INSTALLED_AML)
+    rom_aml: str = str(paths.ROM_AML)
     notices: list[str] = field(default_factory=list)
 
 
@@ -185,12 +186,13 @@ def piece_mmio_window(editor: Editor, ctx: Context) -> None:
     editor.add_pair("qemu:commandline", "qemu:arg", "-fw_cfg", value)
 
 
-def _acpi_table_paths(ctx: Context) -> tuple[str, str]:
-    return f"os/acpi/table[@type='raw'][.='{quote(ctx.aml)}']", f"file={ctx.aml}"
+def _acpi_table_paths(file: str) -> tuple[str, str]:
+    return f"os/acpi/table[@type='raw'][.='{quote(file)}']", f"file={file}"
 
 
-def piece_battery_table(editor: Editor, ctx: Context) -> None:
-    native, argument = _acpi_table_paths(ctx)
+def _acpi_table(editor: Editor, ctx: Context, file: str) -> None:
+    """An SSDT for the guest: libvirt's own element where it has one, else QEMU's -acpitable."""
+    native, argument = _acpi_table_paths(file)
     commandline = editor.root.find("qemu:commandline", xmledit.NAMESPACES)
     if xmledit.find(editor.root, native) is not None:
         return
@@ -201,6 +203,16 @@ def piece_battery_table(editor: Editor, ctx: Context) -> None:
         editor.ensure(native)
     else:
         editor.add_pair("qemu:commandline", "qemu:arg", "-acpitable", argument)
+
+
+def piece_battery_table(editor: Editor, ctx: Context) -> None:
+    _acpi_table(editor, ctx, ctx.aml)
+
+
+def piece_rom_table(editor: Editor, ctx: Context) -> None:
+    """The SSDT whose _ROM on the GPU's guest node serves the stored vBIOS (guest.acpi_rom)."""
+    if ctx.model.acpi_rom:
+        _acpi_table(editor, ctx, ctx.rom_aml)
 
 
 def piece_smbios(editor: Editor, ctx: Context) -> None:
@@ -291,6 +303,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     ("PCI subsystem ids", piece_subsystem_ids),
     ("64-bit MMIO window", piece_mmio_window),
     ("battery table", piece_battery_table),
+    ("vBIOS _ROM table", piece_rom_table),
     ("SMBIOS sysinfo", piece_smbios),
     (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
@@ -493,14 +506,15 @@ def define_xml(
         editor.ensure("os/boot[@dev='cdrom']", before=("smbios",))
     ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
     if native_acpi_table:
-        commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
-        argument = _acpi_table_paths(ctx)[1]
-        pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
-        if commandline is not None and pair is not None:
-            children = list(commandline)
-            commandline.remove(children[children.index(pair) - 1])
-            commandline.remove(pair)
-        piece_battery_table(editor, ctx)
+        for piece, file in ((piece_battery_table, ctx.aml), (piece_rom_table, ctx.rom_aml)):
+            commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
+            argument = _acpi_table_paths(file)[1]
+            pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
+            if commandline is not None and pair is not None:
+                children = list(commandline)
+                commandline.remove(children[children.index(pair) - 1])
+                commandline.remove(pair)
+            piece(editor, ctx)
     piece_emulator_pinning(editor, ctx)
     return xmledit.to_text(root)
 

@@ -47,12 +47,15 @@ class Hostdev:
 
 
 def qemu_args(model: Model) -> tuple[str, ...]:
-    """Extra QEMU arguments: the 64-bit MMIO window and the fake-battery SSDT."""
+    """Extra QEMU arguments: the 64-bit MMIO window, the fake-battery SSDT and (guest.acpi_rom)
+    the SSDT whose _ROM serves the vBIOS, written on the laptop beside it."""
+    rom_table = ("-acpitable", f"file={paths.ROM_AML}") if model.acpi_rom else ()
     return (
         "-fw_cfg",
         f"opt/ovmf/X-PciMmio64Mb,string={model.gpu.mmio64_mb}",
         "-acpitable",
         f"file={paths.INSTALLED_AML}",
+        *rom_table,
     )
 
 
