@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import guest
+from gpupass import cli, guest, paths
 from gpupass.errors import GpupassError
 from gpupass.laptop import romtable
+from gpupass.model import load
 from gpupass.packaging import aml
 
 from .conftest import ROOT
@@ -157,3 +158,41 @@ def test_write_replaces_the_table_whole(tmp_path: Path) -> None:
     assert dest.read_bytes() == romtable.ssdt(ROM)
     assert dest.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in dest.parent.iterdir()] == [romtable.NAME]
+
+
+# gpupass vbios ssdt --------------------------------------------------------------------
+
+
+def test_vbios_ssdt_writes_the_table_for_the_stored_rom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stored, out = tmp_path / "vbios.rom", tmp_path / "out" / "rom.aml"
+    stored.write_bytes(ROM)
+    argv = ["vbios", "--model", "aurora-z", "ssdt", "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(paths, "VBIOS_ROM", stored)
+        assert cli.main(argv) == 0
+    assert out.read_bytes() == romtable.ssdt(ROM)
+    assert capsys.readouterr().out == (
+        f"{out}: written: _ROM on \\_SB.PCI0.SE0.S00 serves the 10752 bytes of {stored}\n"
+    )
+
+
+def test_vbios_ssdt_refuses_a_rom_of_another_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.rom"
+    other.write_bytes(rom_image(0x10DE, 0x2520, 0, units=2))
+    out = tmp_path / "rom.aml"
+    argv = ["vbios", "--model", "aurora-z", "ssdt", "--rom", str(other), "--out", str(out)]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"gpupass: {other}: image 1: PCIR says 10de:2520, the GPU is 10de:25a2"
+    )
+    assert not out.exists()
+
+
+def test_vbios_ssdt_says_when_the_vm_will_not_load_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    amd = load(ROOT / "models" / "hp-victus-16-navi23.toml")
+    rom = tmp_path / "navi.rom"
+    rom.write_bytes(rom_image(int(amd.gpu_function.vendor, 16), int(amd.gpu_function.device, 16), 0, units=2))
+    assert romtable.cli(["--rom", str(rom), "--out", str(tmp_path / "rom.aml")], amd, rom, tmp_path / "x") == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "note: gpupass-hp-victus-16-navi23's VM does not load it (guest.acpi_rom is off, or the GPU is not NVIDIA)"
+    )

@@ -653,3 +653,17 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
         assert (args[2:], tables) == (["-acpitable", f"file={both[0]}", "-acpitable", f"file={both[1]}"], [])
     assert root.find("metadata") is None
     assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []
+
+
+def test_no_rom_table_for_a_machine_type_whose_gpu_may_have_no_acpi_node(aurora: model.Model) -> None:
+    old = SMALL_DOMAIN.replace('machine="q35"', 'machine="pc-q35-5.2"')
+    assert old != SMALL_DOMAIN
+    root = xmledit.parse(old)
+    ctx = vm.Context(aurora)
+    vm.apply(root, ctx)
+    args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
+    assert f"file={paths.ROM_AML}" not in args and f"file={paths.INSTALLED_AML}" in args
+    assert ctx.notices[0] == (
+        "the vBIOS _ROM table is left out: machine type pc-q35-5.2 may have no ACPI node for the GPU"
+        " (QEMU before 8.0 describes devices behind a root port from pc-q35-6.1 on)"
+    )

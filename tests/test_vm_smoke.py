@@ -149,6 +149,18 @@ def assert_gpu_slot_has_the_known_acpi_node(report: vm_smoke.GuestReport) -> Non
     assert report.acpi_errors == (), printed
 
 
+def test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path
+) -> None:
+    """The check above can fail: the same _ROM table aimed at a slot QEMU left empty (00:03.0,
+    so no node S18) does not load, and the guest's kernel logs it."""
+    loaded, domain, serial_log = smoke_domain(ROOT / "models" / "aurora-z.toml", guest_kernel, tmp_path)
+    (tmp_path / romtable.NAME).write_bytes(romtable.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
+    libvirtd.virsh("define", str(domain))
+    _, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+    assert any("AE_NOT_FOUND" in line for line in report.acpi_errors), "\n".join(report.lines)
+
+
 def test_vm_define_boots_with_the_users_disk_and_iso(
     libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,6 +39,13 @@ ACPI_PATHS = {
 }
 
 
+# QEMU before 8.0 names the devices behind a cold-plugged bridge only where ACPI bridge
+# hotplug is on, which q35 machine types have from 6.1; QEMU 8.0 and later always do
+# (commit "pcihp: fix ... describe cold-plugged bridges", Message-Id
+# 20230302161543.286002-10-imammedo@redhat.com, which names root ports with hotplug=off).
+FIRST_Q35_WITH_BRIDGE_NODES = (6, 1)
+
+
 def acpi_path(layout: Layout) -> str:
     """The guest ACPI path of the device at ``layout``, or GpupassError when it is not known."""
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -210,9 +211,23 @@ def piece_battery_table(editor: Editor, ctx: Context) -> None:
 
 
 def piece_rom_table(editor: Editor, ctx: Context) -> None:
-    """The SSDT whose _ROM on the GPU's guest node serves the stored vBIOS (guest.acpi_rom)."""
-    if ctx.model.acpi_rom:
-        _acpi_table(editor, ctx, ctx.rom_aml)
+    """The SSDT whose _ROM on the GPU's guest node serves the stored vBIOS (guest.acpi_rom).
+
+    Not for a q35 machine type older than 6.1: there QEMU before 8.0 describes no device
+    behind a root port (ACPI bridge hotplug off), the table's Scope would not resolve, and an
+    SSDT that fails to load can stop Windows with ACPI_BIOS_ERROR.
+    """
+    if not ctx.model.acpi_rom:
+        return
+    machine = editor.root.find("os/type")
+    version = re.fullmatch(r"pc-q35-(\d+)\.(\d+)", machine.get("machine", "") if machine is not None else "")
+    if version and (int(version.group(1)), int(version.group(2))) < guest.FIRST_Q35_WITH_BRIDGE_NODES:
+        ctx.notices.append(
+            f"the vBIOS _ROM table is left out: machine type {version.group(0)} may have no ACPI node for the GPU"
+            " (QEMU before 8.0 describes devices behind a root port from pc-q35-6.1 on)"
+        )
+        return
+    _acpi_table(editor, ctx, ctx.rom_aml)
 
 
 def piece_smbios(editor: Editor, ctx: Context) -> None:
