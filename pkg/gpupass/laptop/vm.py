@@ -191,7 +191,7 @@ def _acpi_table_paths(file: str) -> tuple[str, str]:
     return f"os/acpi/table[@type='raw'][.='{quote(file)}']", f"file={file}"
 
 
-def _acpi_table(editor: Editor, ctx: Context, file: str) -> None:
+def _acpi_table(editor: Editor, ctx: Context, file: str, native_allowed: bool = True) -> None:
     """An SSDT for the guest: libvirt's own element where it has one, else QEMU's -acpitable."""
     native, argument = _acpi_table_paths(file)
     commandline = editor.root.find("qemu:commandline", xmledit.NAMESPACES)
@@ -199,7 +199,7 @@ def _acpi_table(editor: Editor, ctx: Context, file: str) -> None:
         return
     if commandline is not None and editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) is not None:
         return
-    if ctx.native_acpi_table:
+    if ctx.native_acpi_table and native_allowed:
         editor.ensure("os/acpi", container=True, before=("boot", "bootmenu", "smbios", "bios"))
         editor.ensure(native)
     else:
@@ -216,6 +216,9 @@ def piece_rom_table(editor: Editor, ctx: Context) -> None:
     Not for a q35 machine type older than 6.1: there QEMU before 8.0 describes no device
     behind a root port (ACPI bridge hotplug off), the table's Scope would not resolve, and an
     SSDT that fails to load can stop Windows with ACPI_BIOS_ERROR.
+
+    Always a QEMU -acpitable argument: libvirt takes each <acpi><table> type once, and the
+    one "raw" table is the battery's (the package's AppArmor drop-in lets QEMU read this file).
     """
     if not ctx.model.acpi_rom:
         return
@@ -227,7 +230,7 @@ def piece_rom_table(editor: Editor, ctx: Context) -> None:
             " (QEMU before 8.0 describes devices behind a root port from pc-q35-6.1 on)"
         )
         return
-    _acpi_table(editor, ctx, ctx.rom_aml)
+    _acpi_table(editor, ctx, ctx.rom_aml, native_allowed=False)
 
 
 def piece_smbios(editor: Editor, ctx: Context) -> None:
@@ -521,15 +524,14 @@ def define_xml(
         editor.ensure("os/boot[@dev='cdrom']", before=("smbios",))
     ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
     if native_acpi_table:
-        for piece, file in ((piece_battery_table, ctx.aml), (piece_rom_table, ctx.rom_aml)):
-            commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
-            argument = _acpi_table_paths(file)[1]
-            pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
-            if commandline is not None and pair is not None:
-                children = list(commandline)
-                commandline.remove(children[children.index(pair) - 1])
-                commandline.remove(pair)
-            piece(editor, ctx)
+        commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
+        argument = _acpi_table_paths(ctx.aml)[1]
+        pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
+        if commandline is not None and pair is not None:
+            children = list(commandline)
+            commandline.remove(children[children.index(pair) - 1])
+            commandline.remove(pair)
+        piece_battery_table(editor, ctx)
     piece_emulator_pinning(editor, ctx)
     return xmledit.to_text(root)
 
