@@ -127,13 +127,15 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
         if function.subsystem_id
     }
 
-    # The QEMU arguments: the 64-bit MMIO window and the battery SSDT.
+    # The QEMU arguments: the 64-bit MMIO window, the battery SSDT and (NVIDIA) the _ROM SSDT.
     args = [a.get("value") for a in dumped.findall("qemu:commandline/qemu:arg", QEMU_NS)]
+    rom_table = ["-acpitable", f"file={paths.ROM_AML}"] if loaded.gpu_function.vendor == "10de" else []
     assert args == [
         "-fw_cfg",
         f"opt/ovmf/X-PciMmio64Mb,string={loaded.gpu.mmio64_mb}",
         "-acpitable",
         f"file={paths.INSTALLED_AML}",
+        *rom_table,
     ]
 
     # The real laptop's SMBIOS strings, used for the guest.
