@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import doctor, libvirtconn, machine, probe, vbios, vm
+from gpupass.laptop import doctor, libvirtconn, machine, probe, romtable, vbios, vm
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -104,6 +104,7 @@ def laptop(
     }
     if vbios is not None:
         files["var/lib/gpupass/vbios.rom"] = vbios
+        files["var/lib/gpupass/ssdt-rom.aml"] = romtable.ssdt(vbios)  # written beside it by every store
     for path, data in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
@@ -139,6 +140,8 @@ SET_UP = [
     f"ok: vfio-pci is in the initramfs /boot/initrd.img-{KERNEL}",
     "ok: IOMMU group 14 holds only 0000:01:00.0, 0000:01:00.1 and PCI bridge 0000:00:01.0",
     "ok: vBIOS /var/lib/gpupass/vbios.rom: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
+    "ok: _ROM SSDT /var/lib/gpupass/ssdt-rom.aml serves the vBIOS on the GPU's guest node \\_SB.PCI0.SE0.S00"
+    " (proven in emulation, not yet on a laptop)",
     "ok: OVMF without Secure Boot is there (/usr/share/OVMF/OVMF_CODE_4M.fd, /usr/share/OVMF/OVMF_VARS_4M.fd)",
     "ok: libvirt 9.0.0 answers at qemu:///system",
     "ok: AppArmor: libvirt's QEMU abstraction reads /etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
@@ -146,12 +149,26 @@ SET_UP = [
     " battery table, SMBIOS, no Secure Boot)",
     "ok: power: the dGPU 0000:01:00.0 (D3cold) and its root port 0000:00:01.0 (D3cold) are runtime-suspended"
     " while the VM is off",
-    "13 ok, 0 warnings, 0 failures",
+    "14 ok, 0 warnings, 0 failures",
 ]
 
 
 def test_a_fully_set_up_laptop_is_all_ok(tmp_path: Path) -> None:
     assert run(laptop(tmp_path)) == (0, SET_UP)
+
+
+def test_the_rom_ssdt_missing_or_stale(tmp_path: Path) -> None:
+    root = laptop(tmp_path)
+    aml = root / "var/lib/gpupass/ssdt-rom.aml"
+    aml.write_bytes(romtable.ssdt(b"\x55\xaa\x01"))
+    assert problems(run(root)[1]) == [
+        "warn: /var/lib/gpupass/ssdt-rom.aml does not serve the stored vBIOS (fix: sudo gpupass vbios ssdt)"
+    ]
+    aml.unlink()
+    assert problems(run(root)[1]) == [
+        "fail: no _ROM SSDT at /var/lib/gpupass/ssdt-rom.aml: a VM that loads it does not start"
+        " (fix: sudo gpupass vbios ssdt)"
+    ]
 
 
 def problems(lines: list[str]) -> list[str]:
@@ -179,7 +196,7 @@ def test_the_audio_function_on_snd_hda_intel(tmp_path: Path) -> None:
         " 0000:01:00.1 active (D0), 0000:00:01.0 active (D0); 0000:01:00.1 is on the host driver snd_hda_intel"
         f" (fix: {SOFTDEP_AUDIO})",
     ]
-    assert lines[-1] == "11 ok, 0 warnings, 2 failures"
+    assert lines[-1] == "12 ok, 0 warnings, 2 failures"
 
 
 def test_a_driver_named_apart_from_its_module_gets_the_modules_softdep(tmp_path: Path) -> None:
@@ -274,9 +291,8 @@ def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
     assert status == 1
     assert problems(lines) == [
-        "fail: VM win11-gpu lacks hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
-        " add hostdev 0000:01:00.0; add hostdev 0000:01:00.1 (fix: shut the VM off, then sudo gpupass vm attach"
-        " win11-gpu)"
+        "fail: VM win11-gpu lacks hostdevs (one multifunction guest slot, vBIOS rom): add hostdev 0000:01:00.0;"
+        " add hostdev 0000:01:00.1 (fix: shut the VM off, then sudo gpupass vm attach win11-gpu)"
     ]
 
 
@@ -359,7 +375,7 @@ def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> Non
             " its rom wake it; it suspends after a few idle seconds): run gpupass doctor again)"
         ],
     )
-    assert lines[-1] == "12 ok, 1 warning, 0 failures"
+    assert lines[-1] == "13 ok, 1 warning, 0 failures"
 
 
 def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from gpupass.laptop import romtable
+
 from . import chroot, sysfs
+from .test_vbios import rom_image
 
 pytestmark = pytest.mark.install
 
@@ -61,6 +64,29 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
 
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     plain_chroot.run("rm", deb)
+    assert plain_chroot.files() ^ before == set()
+
+
+def test_the_rom_ssdt_follows_the_stored_vbios_and_goes_with_remove(plain_chroot: chroot.Chroot, built: Path) -> None:
+    """Stored vBIOS -> _ROM SSDT beside it; remove takes the SSDT (the vBIOS stays until purge),
+    installing again writes it from the kept vBIOS, purge leaves nothing."""
+    before = plain_chroot.files()
+    deb = plain_chroot.copy_in(built / "gpupass-aurora-z.deb")
+    rom = rom_image(0x10DE, 0x25A2, 0, units=8, seed=7)
+    (plain_chroot.root / "tmp/update.rom").write_bytes(rom)
+    state = plain_chroot.root / "var/lib/gpupass"
+    plain_chroot.run("apt-get", "install", "-y", deb)
+    assert not (state / "ssdt-rom.aml").exists()
+    plain_chroot.run("gpupass", "vbios", "import", "/tmp/update.rom")
+    assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
+
+    plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")
+    assert sorted(p.name for p in state.iterdir()) == ["vbios.rom"]
+    plain_chroot.run("apt-get", "install", "-y", deb)
+    assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
+
+    plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
+    plain_chroot.run("rm", deb, "/tmp/update.rom")
     assert plain_chroot.files() ^ before == set()
 
 

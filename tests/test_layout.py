@@ -28,7 +28,7 @@ PROBE = (
     BLOCKER
     + """
 import gpupass.laptop
-names = ["gpupass.cli", "gpupass.errors", "gpupass.model", "gpupass.paths", "gpupass.schema"]
+names = ["gpupass.cli", "gpupass.errors", "gpupass.guest", "gpupass.model", "gpupass.paths", "gpupass.schema"]
 names += [m.name for m in pkgutil.iter_modules(gpupass.laptop.__path__, "gpupass.laptop.")]
 for name in names:
     importlib.import_module(name)

@@ -98,6 +98,18 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
         assert guest.pop("multifunction", None) == ("on" if number == 0 else None)
         guest_slots.add(tuple(sorted(guest.items())))
     assert len(guest_slots) == 1, guest_slots
+    # Their bus is gpupass's root port: at its fixed address (the GPU's guest ACPI node is
+    # known there), hotplug off (QEMU adds no hotplug methods to the node), kept by libvirt.
+    (bus,) = {dict(slot)["bus"] for slot in guest_slots}
+    port = dumped.find(f"devices/controller[@type='pci'][@index='{int(bus, 16)}']")
+    target = attrs(port.find("target"))
+    assert (port.get("model"), target.pop("hotplug"), attrs(port.find("alias"))) == (
+        "pcie-root-port",
+        "off",
+        {"name": "ua-gpupass-port"},
+    )
+    address = {"type": "pci", "domain": "0x0000", "bus": "0x00", "slot": "0x1c", "function": "0x0"}
+    assert attrs(port.find("address")) == address
 
     # The laptop's subsystem ids, on each function that has one, through its hostdev's user alias.
     aliases = [attrs(h.find("alias"))["name"] for h in hostdevs]
@@ -115,13 +127,15 @@ def test_libvirt_keeps_every_passthrough_element(libvirtd: Daemon, model_file: P
         if function.subsystem_id
     }
 
-    # The QEMU arguments: the 64-bit MMIO window and the battery SSDT.
+    # The QEMU arguments: the 64-bit MMIO window, the battery SSDT and (NVIDIA) the _ROM SSDT.
     args = [a.get("value") for a in dumped.findall("qemu:commandline/qemu:arg", QEMU_NS)]
+    rom_table = ["-acpitable", f"file={paths.ROM_AML}"] if loaded.gpu_function.vendor == "10de" else []
     assert args == [
         "-fw_cfg",
         f"opt/ovmf/X-PciMmio64Mb,string={loaded.gpu.mmio64_mb}",
         "-acpitable",
         f"file={paths.INSTALLED_AML}",
+        *rom_table,
     ]
 
     # The real laptop's SMBIOS strings, used for the guest.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import model
-from gpupass.errors import ModelError
+from gpupass import guest, model
+from gpupass.errors import GpupassError, ModelError
 from gpupass.packaging import debsrc
 from gpupass.packaging.artifacts import modelfile
 
@@ -184,7 +184,8 @@ BAD = [
         "[smbios_typo]",
         [
             "smbios: missing (expected a table)",
-            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi)",
+            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi,"
+            " guest)",
         ],
         id="table-typo",
     ),
@@ -295,3 +296,14 @@ def test_unconfirmed_model_says_so_in_the_package_description(aurora: model.Mode
     ) in unconfirmed
     navi = model.load(ROOT / "models/hp-victus-16-navi23.toml")
     assert "pass its AMD GPU (1002:73ff, 1002:ab28)" in " ".join(debsrc.description(navi).split())
+
+
+def test_an_unknown_guest_layout_has_no_acpi_path() -> None:
+    """Where QEMU's name for the GPU's node was never read from a booted guest, gpupass refuses."""
+    with pytest.raises(GpupassError) as e:
+        guest.acpi_path(guest.Layout(port_slot=0x02, port_function=0, function=0))
+    assert e.value.lines() == [
+        "the guest ACPI path of the GPU is not known for root port 00:02.0, device function 0",
+        "hint: gpupass knows it for: root port 00:1c.0, device function 0",
+    ]
+    assert guest.gpu_acpi_path() == r"\_SB.PCI0.SE0.S00"

@@ -378,14 +378,14 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         domain = ET.fromstring(attached)
         os_ = domain.find("os")
         assert [(t.get("type"), t.text) for t in os_.iterfind("acpi/table")] == [("raw", aml)], attached
-        assert "-acpitable" not in attached
+        # libvirt takes one table per type: the vBIOS _ROM SSDT stays a QEMU argument.
         args = [a.get("value") for a in domain.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES)]
-        assert args == ["-fw_cfg", f"{vm.MMIO_OPTION},string=65536"], attached
+        assert args == ["-fw_cfg", f"{vm.MMIO_OPTION},string=65536", "-acpitable", f"file={paths.ROM_AML}"], attached
         assert vm.missing_pieces(attached, aurora) == []
         assert root.run("gpupass", "vm", "attach", "win11").stdout == "win11: nothing to change\n"
 
         # The QEMU command line libvirt makes of it (without the hostdevs: no VFIO here):
-        # the table once, from the native element.
+        # the battery table once, from the native element, then the _ROM table.
         without_hostdevs = xmledit.parse(attached)
         devices = without_hostdevs.find("devices")
         for hostdev in devices.findall("hostdev"):
@@ -393,7 +393,7 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         (root.root / "tmp/win11-argv.xml").write_text(xmledit.to_text(without_hostdevs))
         argv = virsh("domxml-to-native", "qemu-argv", "/tmp/win11-argv.xml").split()
         tables = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-acpitable"]
-        assert tables == [f"file={aml}"], argv
+        assert tables == [f"file={aml}", f"file={paths.ROM_AML}"], argv
         # The Hyper-V enlightenments attach added, each one QEMU's hv- flag on this release too.
         cpu = argv[argv.index("-cpu") + 1].split(",")
         hv = {flag.split("=")[0] for flag in cpu if flag.startswith("hv-")}

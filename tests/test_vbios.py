@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpupass.laptop import vbios
+from gpupass.laptop import romtable, vbios
 from gpupass.laptop.vbios import RomError, SysfsDevice, check_file, extract, import_rom, store, validate
 from gpupass.model import load
 
@@ -177,7 +177,9 @@ def test_imported_rom_is_stored_byte_for_byte(chain: Chain) -> None:
         assert installed.written
         assert dest.read_bytes() == chain.rom
         assert dest.stat().st_mode & 0o777 == 0o644
-        assert sorted(os.listdir(dest.parent)) == ["vbios.rom", "vbios.rom.source"]
+        # Beside it, the guest's _ROM SSDT serving exactly the stored bytes (regenerated on every store).
+        assert sorted(os.listdir(dest.parent)) == ["ssdt-rom.aml", "vbios.rom", "vbios.rom.source"]
+        assert (dest.parent / "ssdt-rom.aml").read_bytes() == romtable.ssdt(chain.rom)
 
 
 def test_report_describes_every_image_and_what_was_cut(tmp_path: Path) -> None:
@@ -916,7 +918,7 @@ def test_store_replaces_atomically_with_mode_0644(tmp_path: Path) -> None:
     store(GPU_ROM.rom, dest)
     assert dest.read_bytes() == GPU_ROM.rom
     assert dest.stat().st_mode & 0o777 == 0o644
-    assert os.listdir(tmp_path) == ["vbios.rom"]
+    assert sorted(os.listdir(tmp_path)) == ["vbios.rom"]  # the _ROM table follows in install()
 
 
 def test_import_of_the_same_rom_again_does_nothing(tmp_path: Path, dest: Path) -> None:

@@ -139,6 +139,8 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
         " opt/ovmf/X-PciMmio64Mb,string=65536",
         "battery table: add qemu:commandline; add qemu:commandline/qemu:arg -acpitable"
         " file=/usr/share/gpupass/ssdt-battery.aml",
+        "vBIOS _ROM table: add qemu:commandline; add qemu:commandline/qemu:arg -acpitable"
+        " file=/var/lib/gpupass/ssdt-rom.aml",
         "SMBIOS sysinfo: add sysinfo[@type='smbios']; add os/smbios",
         "firmware without Secure Boot: remove os/@firmware (was 'efi'); remove os/firmware; add os/loader;"
         " add os/nvram",
@@ -161,9 +163,10 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
     )
     lines = vm.missing_pieces(half, aurora)
     assert lines[0] == (
-        "hostdevs (one multifunction guest slot, vBIOS rom): set hostdev 0000:01:00.0/@managed='yes';"
-        " add hostdev 0000:01:00.0/rom; set hostdev 0000:01:00.0/address[@type='pci']/@multifunction='on';"
-        " add hostdev 0000:01:00.1"
+        "hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
+        " set hostdev 0000:01:00.0/@managed='yes'; add hostdev 0000:01:00.0/rom;"
+        " set hostdev 0000:01:00.0/address[@type='pci']/@bus='0x03' (was '0x02');"
+        " set hostdev 0000:01:00.0/address[@type='pci']/@multifunction='on'; add hostdev 0000:01:00.1"
     )
     assert lines[-1] == (
         "vCPU pinning to performance CPUs: set cputune/vcpupin[@vcpu='0']/@cpuset='0' (was '5');"
@@ -192,16 +195,17 @@ def test_an_attached_domain_misses_nothing_and_a_second_attach_changes_nothing(
     assert vm.apply(again, vm.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS)).changes == []
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
-    aml = str(paths.INSTALLED_AML)
-    if native:
-        assert (tables, args) == ([aml], ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"])
+    aml, rom_aml = str(paths.INSTALLED_AML), str(paths.ROM_AML)
+    if native:  # libvirt takes one "raw" table, the battery's: the _ROM table stays an argument
+        assert (tables, args[2:]) == ([aml], ["-acpitable", f"file={rom_aml}"])
     else:
-        assert tables == [] and args[2:] == ["-acpitable", f"file={aml}"]
+        assert tables == [] and args[2:] == ["-acpitable", f"file={aml}", "-acpitable", f"file={rom_aml}"]
     assert root.find("cputune/emulatorpin").get("cpuset") == "4-11"  # 4 vCPUs on CPUs 0-3
 
 
 def test_the_users_own_hostdevs_are_moved_onto_one_slot_and_back(aurora: model.Model) -> None:
-    """virt-manager puts the GPU and its audio function on two root ports; attach joins them."""
+    """virt-manager puts the GPU and its audio function on two root ports; attach moves both
+    onto gpupass's own port (whose guest ACPI node is known), and detach moves them back."""
     functions = "".join(
         f"""<hostdev mode="subsystem" type="pci" managed="yes">
       <source><address domain="0x0000" bus="0x01" slot="0x00" function="0x{n}"/></source>
@@ -214,13 +218,32 @@ def test_the_users_own_hostdevs_are_moved_onto_one_slot_and_back(aurora: model.M
     vm.apply(root, vm.Context(aurora))
     guest = [h.find("address").attrib for h in root.iterfind("devices/hostdev")]
     assert guest == [
-        {"type": "pci", "domain": "0x0000", "bus": "0x01", "slot": "0x00", "function": "0x0", "multifunction": "on"},
-        {"type": "pci", "domain": "0x0000", "bus": "0x01", "slot": "0x00", "function": "0x1"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x0", "multifunction": "on"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x1"},
     ]
-    assert root.find("devices/controller/alias") is None  # no root port of gpupass's own needed
+    port = xmledit.find(root, vm.PORT_PATH)
+    assert (port.get("index"), port.find("target").attrib, port.find("address").attrib) == (
+        "3",
+        {"hotplug": "off"},
+        {"type": "pci", "domain": "0x0000", "bus": "0x00", "slot": "0x1c", "function": "0x0"},
+    )
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
     assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
+
+
+def test_a_device_at_the_ports_guest_address_is_refused(aurora: model.Model) -> None:
+    taken = SMALL_DOMAIN.replace(
+        "</devices>",
+        '<controller type="usb" model="qemu-xhci"><address type="pci" domain="0x0000" bus="0x00" slot="0x1c"'
+        ' function="0x0"/></controller></devices>',
+    )
+    with pytest.raises(GpupassError) as e:
+        vm.apply(xmledit.parse(taken), vm.Context(aurora))
+    assert e.value.lines() == [
+        "the domain's controller qemu-xhci sits at guest PCI address 00:1c, where gpupass puts the GPU's root port",
+        "hint: move it (remove its <address> and libvirt picks another), then attach again",
+    ]
 
 
 def with_subsystem_id(m: model.Model, sub: str) -> model.Model:
@@ -283,7 +306,7 @@ def test_the_native_acpi_table_sits_where_libvirts_schema_wants_it(aurora: model
 
     root = xmledit.parse(render.render_all(aurora)[DOMAIN].decode())
     editor = xmledit.Editor(root)
-    for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pair
+    for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pairs
         root.find("qemu:commandline", QEMU).remove(arg)
     vm.piece_battery_table(editor, vm.Context(aurora, native_acpi_table=True))
     table = root.find("os/acpi/table")
@@ -390,6 +413,7 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert hostdevs[0].find("rom").attrib == {"bar": "on", "file": str(paths.VBIOS_ROM)}
     assert [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)] == [
         "-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536", "-acpitable", f"file={paths.INSTALLED_AML}",
+        "-acpitable", f"file={paths.ROM_AML}",
     ]  # fmt: skip
     os_ = root.find("os")
     assert os_.get("firmware") is None and os_.find("firmware") is None
@@ -725,10 +749,11 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
     assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
+    rom = ["-acpitable", f"file={paths.ROM_AML}"]  # an argument either way: libvirt takes one raw table
     if native:
-        assert (args, tables) == (["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"], [str(paths.INSTALLED_AML)])
+        assert (args[2:], tables) == (rom, [str(paths.INSTALLED_AML)])
     else:
-        assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}"], [])
+        assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}", *rom], [])
     assert root.find("metadata") is None
     assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []
 
@@ -790,3 +815,17 @@ def test_the_hyperv_enlightenments_a_domain_lacks_are_added_and_the_users_own_ke
     editor = xmledit.Editor(passthrough)
     vm.piece_hyperv_enlightenments(editor, vm.Context(aurora))
     assert editor.changes == []
+
+
+def test_no_rom_table_for_a_machine_type_whose_gpu_may_have_no_acpi_node(aurora: model.Model) -> None:
+    old = SMALL_DOMAIN.replace('machine="q35"', 'machine="pc-q35-5.2"')
+    assert old != SMALL_DOMAIN
+    root = xmledit.parse(old)
+    ctx = vm.Context(aurora)
+    vm.apply(root, ctx)
+    args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
+    assert f"file={paths.ROM_AML}" not in args and f"file={paths.INSTALLED_AML}" in args
+    assert ctx.notices[0] == (
+        "the vBIOS _ROM table is left out: machine type pc-q35-5.2 may have no ACPI node for the GPU"
+        " (QEMU before 8.0 describes devices behind a root port from pc-q35-6.1 on)"
+    )

@@ -1,5 +1,7 @@
 """Each model's own domain, started by libvirtd and booted: the guest sees the package's
-battery (full, on AC power) and the laptop's SMBIOS strings.
+battery (full, on AC power) and the laptop's SMBIOS strings; a device standing at the GPU's
+guest address has the ACPI node gpupass targets, the _ROM SSDT (NVIDIA models) is loaded, and
+the kernel logs no ACPI error.
 
 A Debian kernel boots straight from OVMF (fw_cfg), with a busybox initramfs whose /init
 loads the ACPI ac and battery drivers and prints what sysfs says; see vm_smoke.py for what
@@ -15,17 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from gpupass import cli, model
+from gpupass import cli, guest, model, paths
+from gpupass.laptop import romtable
 from gpupass.packaging import render
 
 from . import vm_smoke
 from .conftest import MODELS, ROOT
 from .libvirt import Daemon
+from .test_vbios import rom_image
 
 pytestmark = pytest.mark.vm
 
 DOMAIN = "usr/share/gpupass/domain.xml"
 AML = "usr/share/gpupass/ssdt-battery.aml"
+GUEST_ROM = rom_image(0x10DE, 0x25A2, 0, units=21, seed=19)
 BOOT_TIMEOUT = 240  # seconds; a boot takes about 10 s under TCG on a 2-core machine
 
 
@@ -69,6 +74,11 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
     files = render.render_all(loaded)
     aml = tmp_path / "ssdt-battery.aml"
     aml.write_bytes(files[AML])
+    tables = {f"/{AML}": aml}
+    if loaded.acpi_rom:
+        # What gpupass vbios writes beside a stored vBIOS, here for a ROM built from the PCI
+        # Firmware layout (vendors' images are not shipped).
+        tables[str(paths.ROM_AML)] = romtable.write(GUEST_ROM, tmp_path / romtable.NAME)
     initrd = tmp_path / "initramfs.cpio"
     initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
     serial_log = tmp_path / "serial.log"
@@ -78,7 +88,7 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
             files[DOMAIN],
             kernel=guest_kernel.vmlinuz,
             initrd=initrd,
-            aml=aml,
+            tables=tables,
             serial_log=serial_log,
             memory_mib=vm_smoke.guest_memory_mib(loaded.vm.memory_mib),
         )
@@ -132,9 +142,38 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     acpi = loaded.acpi
     ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {acpi.oem_id} +{acpi.oem_table_id} "
     assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
+    rom_ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {romtable.OEM_ID} +{romtable.OEM_TABLE_ID} "
+    assert bool(re.search(rom_ssdt, boot.serial())) == loaded.acpi_rom, f"_ROM SSDT loaded?\n{boot.logs()}"
     assert_full_battery_and_laptop_smbios(report, loaded)
     assert report.supply_of_type("Mains").get("online") == "1", "\n".join(report.lines)
     assert_windows_11_platform(report)
+    assert_gpu_slot_has_the_known_acpi_node(report)
+
+
+def linux_acpi_path(path: str) -> str:
+    """An ACPI path as Linux prints firmware_node/path: each name segment padded to 4 with '_'."""
+    return "\\" + ".".join(segment.ljust(4, "_") for segment in path.lstrip("\\").split("."))
+
+
+def assert_gpu_slot_has_the_known_acpi_node(report: vm_smoke.GuestReport) -> None:
+    """The emulated device standing at the GPU's guest address (virtio-rng) has the ACPI node
+    gpupass targets, and the kernel logged no ACPI error."""
+    printed = "\n".join(report.lines)
+    at_gpu_slot = [path for ids, path in report.pci.values() if ids == vm_smoke.STAND_IN_IDS]
+    assert at_gpu_slot == [linux_acpi_path(guest.gpu_acpi_path())], printed
+    assert report.acpi_errors == (), printed
+
+
+def test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path
+) -> None:
+    """The check above can fail: the same _ROM table aimed at a slot QEMU left empty (00:03.0,
+    so no node S18) does not load, and the guest's kernel logs it."""
+    loaded, domain, serial_log = smoke_domain(ROOT / "models" / "aurora-z.toml", guest_kernel, tmp_path)
+    (tmp_path / romtable.NAME).write_bytes(romtable.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
+    libvirtd.virsh("define", str(domain))
+    _, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+    assert any("AE_NOT_FOUND" in line for line in report.acpi_errors), "\n".join(report.lines)
 
 
 def test_vm_define_boots_with_the_users_disk_and_iso(

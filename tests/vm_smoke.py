@@ -12,6 +12,7 @@ change says why. The firmware (OVMF, without Secure Boot), SMBIOS, features and 
 
 from __future__ import annotations
 
+import base64
 import itertools
 import lzma
 import os
@@ -32,6 +33,8 @@ GUEST_MODULES = ("ac", "battery", "efivarfs")
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 BUSYBOX = Path("/bin/busybox")
 MARK = "GPUPASS-SMOKE"
+# The emulated device that stands at the GPU's guest address: virtio-rng (modern virtio id).
+STAND_IN_IDS = "0x1af4:0x1044"
 
 # The guest's /init: load the ACPI AC and battery drivers, print what they found and the
 # DMI strings, power off. Every line the test reads starts with MARK.
@@ -79,6 +82,14 @@ for name in SecureBoot SetupMode; do
         echo "{mark} efivar $name=absent"
     fi
 done
+# Each PCI device's ACPI node, as Linux matched it to QEMU's DSDT (none: "-").
+for device in /sys/bus/pci/devices/*; do
+    node=$(cat "$device/firmware_node/path" 2>/dev/null)
+    echo "{mark} pci ${{device##*/}} $(cat "$device/vendor"):$(cat "$device/device") ${{node:--}}"
+done
+# QEMU's own DSDT, for acpiexec on the test machine; and every ACPI error the kernel logged.
+base64 /sys/firmware/acpi/tables/DSDT | sed "s/^/{mark} dsdt /"
+dmesg | grep -e "AE_" -e "ACPI BIOS Error" -e "ACPI Error" | sed "s/^/{mark} acpi-error /"
 echo "{mark} done"
 poweroff -f
 """
@@ -242,7 +253,13 @@ def guest_memory_mib(wanted: int, meminfo: str | None = None, overcommit: str | 
 
 
 def smoke_domain(
-    product_xml: bytes, *, kernel: Path, initrd: Path, aml: Path, serial_log: Path, memory_mib: int
+    product_xml: bytes,
+    *,
+    kernel: Path,
+    initrd: Path,
+    tables: dict[str, Path],
+    serial_log: Path,
+    memory_mib: int,
 ) -> bytes:
     """The product's domain with only what this machine cannot provide changed."""
     root = ET.fromstring(product_xml)
@@ -283,9 +300,16 @@ def smoke_domain(
     # The GPU and its audio function are the laptop's, bound to vfio-pci there ("host doesn't
     # support passthrough of host PCI devices"); the Windows disk image and libvirt's
     # "default" network do not exist on a test machine.
+    gpu_address = devices.find("hostdev/address[@type='pci']")
     for tag in ("hostdev", "disk", "interface"):
         for element in devices.findall(tag):
             devices.remove(element)
+    # An emulated device (virtio-rng, vendor 1af4) stands at the GPU's guest address, so the
+    # guest shows the ACPI node QEMU gives that slot.
+    if gpu_address is not None:
+        rng = ET.SubElement(devices, "rng", model="virtio")
+        ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
+        rng.append(gpu_address)
     # The subsystem-id overrides name those hostdevs by alias: with the hostdevs gone there is
     # nothing for them to apply to.
     for override in root.findall(f"{{{QEMU_NS}}}override"):
@@ -297,11 +321,13 @@ def smoke_domain(
     serial = ET.SubElement(devices, "serial", type="file")
     ET.SubElement(serial, "source", path=str(serial_log))
     ET.SubElement(serial, "target", port="0")
-    # The package's AML, at the path where this test rendered it (not yet installed).
+    # The package's ACPI tables, at the paths where this test wrote them (not yet installed):
+    # the battery SSDT and, for an NVIDIA model, the _ROM SSDT written on the laptop.
     args = list(root.iter(f"{{{QEMU_NS}}}arg"))
-    tables = [value for option, value in itertools.pairwise(args) if option.get("value") == "-acpitable"]
-    assert len(tables) == 1, "expected one -acpitable in <qemu:commandline>"
-    tables[0].set("value", f"file={aml}")
+    found = [value for option, value in itertools.pairwise(args) if option.get("value") == "-acpitable"]
+    assert sorted(v.get("value") for v in found) == sorted(f"file={t}" for t in tables), "unexpected -acpitable"
+    for value in found:
+        value.set("value", f"file={tables[value.get('value').removeprefix('file=')]}")
     ET.indent(root, "  ")
     return ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
 
@@ -317,6 +343,9 @@ class GuestReport:
     # What Windows 11's checks look at: "firmware" (uefi/bios), "tpm tpm_version_major",
     # "acpi TPM2", "efivar SecureBoot", "efivar SetupMode".
     platform: dict[str, str] = field(default_factory=dict)
+    pci: dict[str, tuple[str, str]] = field(default_factory=dict)  # address -> (vendor:device, ACPI path)
+    dsdt: bytes = b""
+    acpi_errors: tuple[str, ...] = ()
 
     def supply_of_type(self, kind: str) -> dict[str, str]:
         found = [attrs for attrs in self.power_supply.values() if attrs.get("type") == kind]
@@ -329,14 +358,25 @@ def parse_report(serial: str) -> GuestReport:
     supply: dict[str, dict[str, str]] = {}
     dmi: dict[str, str] = {}
     platform: dict[str, str] = {}
+    pci: dict[str, tuple[str, str]] = {}
+    dsdt: list[str] = []
+    errors: list[str] = []
     lines = []
     for line in serial.splitlines():
         line = line.strip("\r")
         if not line.startswith(MARK + " "):
             continue
-        lines.append(line)
         words = line[len(MARK) + 1 :].split(" ", 2)
-        if words[0] == "power_supply" and len(words) == 3:
+        if words[0] == "dsdt":
+            dsdt.append(words[1])
+            continue  # not worth printing
+        lines.append(line)
+        if words[0] == "pci" and len(words) == 3:
+            ids, _, path = words[2].partition(" ")
+            pci[words[1]] = (ids, path)
+        elif words[0] == "acpi-error":
+            errors.append(line[len(MARK) + len(" acpi-error ") :])
+        elif words[0] == "power_supply" and len(words) == 3:
             key, _, value = words[2].partition("=")
             supply.setdefault(words[1], {})[key] = value
         elif words[0] == "dmi" and len(words) >= 2:
@@ -347,4 +387,4 @@ def parse_report(serial: str) -> GuestReport:
             if words[0] == "efivar" and value != "absent":
                 value = " ".join(value.split()[4:])  # the value after the 4 attribute bytes
             platform[f"{words[0]} {key}" if value else words[0]] = value or key
-    return GuestReport(supply, dmi, tuple(lines), platform)
+    return GuestReport(supply, dmi, tuple(lines), platform, pci, base64.b64decode("".join(dsdt)), tuple(errors))

@@ -182,6 +182,10 @@ def cmd_vbios(args: argparse.Namespace) -> int:
     from .laptop import vbios
 
     m = load_model(args.model)[0] if args.model else installed_model()
+    if args.vbios_args[:1] == ["ssdt"]:
+        from .laptop import romtable
+
+        return romtable.cli(args.vbios_args[1:], m, paths.VBIOS_ROM, paths.ROM_AML)
     return vbios.cli(args.vbios_args, m)
 
 
@@ -239,9 +243,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")
     sp.add_argument("--json", action="store_true", help="the findings as JSON, for scripts")
     sp.add_argument("--root", default="/", help=argparse.SUPPRESS)
-    sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check | import | from-update")
+    sp = add("vbios", cmd_vbios, "the GPU's vBIOS for the guest: extract | check | import | from-update | ssdt")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
-    sp.add_argument("vbios_args", nargs=argparse.REMAINDER, metavar="extract | check | import | from-update ...")
+    sp.add_argument("vbios_args", nargs=argparse.REMAINDER, metavar="extract | check | import | from-update | ssdt ...")
     sp = add("vm", cmd_vm, "put the passthrough pieces into a libvirt domain: define | attach | detach")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")

@@ -162,6 +162,17 @@ class Acpi:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Guest:
+    acpi_rom: bool = spec(
+        schema.Bool(),
+        default=True,
+        doc="serve the stored vBIOS to the guest through ACPI _ROM on the GPU's guest node (an SSDT written"
+        " on the laptop whenever the vBIOS is stored), as NVIDIA's driver and nouveau read it on Optimus"
+        " laptops; NVIDIA GPUs only; proven in emulation (QEMU 7.2), not yet on a laptop",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Model:
     id: str  # from the file name, not a field of the file
     name: str = spec(schema.FreeText(), doc="the laptop's marketing name")
@@ -178,6 +189,7 @@ class Model:
     smbios: Smbios = spec(Smbios)
     battery: Battery = spec(Battery)
     acpi: Acpi = spec(Acpi, default=None)
+    guest: Guest = spec(Guest, default=None)
 
     @property
     def package(self) -> str:
@@ -186,6 +198,11 @@ class Model:
     @property
     def gpu_function(self) -> PciFunction:
         return self.gpu.functions[0]
+
+    @property
+    def acpi_rom(self) -> bool:
+        """Whether the guest gets the _ROM SSDT: asked for, and an NVIDIA GPU (whose drivers read it)."""
+        return self.guest.acpi_rom and self.gpu_function.vendor == "10de"
 
     @property
     def kernel_args(self) -> tuple[str, ...]:

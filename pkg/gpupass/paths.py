@@ -32,4 +32,6 @@ INSTALLED_AML = SHARE / "ssdt-battery.aml"
 INSTALLED_DOMAIN = SHARE / "domain.xml"
 STATE_DIR = Path("/var/lib/gpupass")
 VBIOS_ROM = STATE_DIR / "vbios.rom"
+# The guest SSDT whose _ROM serves that vBIOS, written beside it whenever it is stored.
+ROM_AML = STATE_DIR / "ssdt-rom.aml"
 VBIOS_UNIT = "gpupass-vbios.service"

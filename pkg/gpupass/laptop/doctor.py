@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .. import paths
+from .. import guest, paths
 from ..errors import GpupassError
 from ..model import IOMMU_ARG, Model
 from . import command, libvirtconn, machine, vm, xmledit
@@ -90,6 +90,7 @@ class Facts:
     libvirt: Libvirt
     vbios_mode: int | None = None  # the file's permission bits, when there is one
     vbios_origin: str | None = None  # the record beside it of where it came from; None: no record
+    rom_aml: bytes | None = None  # the guest's _ROM SSDT beside the vBIOS; None: no file
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -181,6 +182,10 @@ def gather(
     from .vbios import origin_path
 
     vbios_origin = _read_text(under(root, origin_path(paths.VBIOS_ROM)))
+    try:
+        rom_aml = under(root, paths.ROM_AML).read_bytes()
+    except OSError:
+        rom_aml = None
     ovmf = (model.vm.ovmf_code, model.vm.ovmf_vars)
     apparmor = {p: t for p in (APPARMOR_ABSTRACTION, APPARMOR_LOCAL) if (t := _read_text(under(root, p))) is not None}
     return Facts(
@@ -194,6 +199,7 @@ def gather(
         libvirt=libvirt if libvirt is not None else query_libvirt(uri, name),
         vbios_mode=vbios_mode,
         vbios_origin=vbios_origin,
+        rom_aml=rom_aml,
     )
 
 
@@ -606,6 +612,39 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     ]
 
 
+def check_rom_table(model: Model, m: Machine, facts: Facts) -> list[Finding]:
+    """The guest's _ROM SSDT serves the stored vBIOS (the VM does not start without the file)."""
+    from . import romtable, vbios
+
+    if not model.acpi_rom or facts.vbios is None:
+        return []  # not asked for, or no vBIOS: check_vbios says what to do
+    vendor, device = (int(part, 16) for part in model.gpu_function.id.split(":"))
+    try:
+        rom = vbios.validate(facts.vbios, vendor, device).rom
+    except vbios.RomError:
+        return []  # check_vbios says what is wrong with it
+    aml = paths.ROM_AML
+    if facts.rom_aml is None:
+        return [
+            Finding(
+                "rom-table",
+                FAIL,
+                f"no _ROM SSDT at {aml}: a VM that loads it does not start",
+                "sudo gpupass vbios ssdt",
+            )
+        ]
+    if facts.rom_aml != romtable.ssdt(rom):
+        return [Finding("rom-table", WARN, f"{aml} does not serve the stored vBIOS", "sudo gpupass vbios ssdt")]
+    return [
+        Finding(
+            "rom-table",
+            OK,
+            f"_ROM SSDT {aml} serves the vBIOS on the GPU's guest node {guest.gpu_acpi_path()} (proven in emulation,"
+            " not yet on a laptop)",
+        )
+    ]
+
+
 Check = Callable[[Model, Machine, Facts], list[Finding]]
 CHECKS: tuple[Check, ...] = (
     check_cpu,
@@ -615,6 +654,7 @@ CHECKS: tuple[Check, ...] = (
     check_initramfs,
     check_group,
     check_vbios,
+    check_rom_table,
     check_ovmf,
     check_libvirt,
     check_apparmor,

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from . import machine
+from . import machine, romtable
 
 ROM_SIGNATURE = b"\x55\xaa"
 PCIR_SIGNATURE = b"PCIR"
@@ -477,6 +477,7 @@ def install(report: RomReport, dest: Path, origin: str, tried: tuple[str, ...] =
     with _sigterm_raises():
         store(report.rom, dest)
         store(origin_record(report.rom, origin), origin_path(dest))
+        romtable.write(report.rom, dest.with_name(romtable.NAME))  # the guest's _ROM serves what is stored
     return Installed(dest, report, written=True, origin=origin, tried=tried)
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import paths
+from .. import guest, paths
 from ..errors import GpupassError
 from ..model import SECURE_BOOT_LOADER, Model, PciFunction
 from . import command, xmledit
@@ -29,7 +30,7 @@ from .xmledit import Editor, quote
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
 # the file; older releases take the table only as a QEMU argument (-acpitable).
 NATIVE_ACPI_TABLE_VERSION = 11_002_000
-PORT_ALIAS = "ua-gpupass-port"
+PORT_ALIAS = guest.PORT_ALIAS
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
@@ -49,6 +50,7 @@ class Context:
     host_cpus: tuple[int, ...] = ()  # empty: unknown, no emulator pinning
     vbios: str = str(paths.VBIOS_ROM)
     aml: str = str(paths.INSTALLED_AML)
+    rom_aml: str = str(paths.ROM_AML)
     notices: list[str] = field(default_factory=list)
 
 
@@ -102,27 +104,42 @@ def hostdev_path(function: PciFunction) -> str:
 
 
 def _guest_bus(editor: Editor, ctx: Context) -> int:
-    """The guest bus (a pcie-root-port) for the functions' one slot.
+    """The guest bus for the functions' one slot: gpupass's own pcie-root-port (by alias).
 
-    Where the GPU already sits on slot 0 of a root port (put there by the user or by
-    virt-manager), the others join it; else a root port of gpupass's own, named by alias.
+    The port stands at a fixed guest address with hotplug off, so the GPU's guest ACPI node
+    is the one ``guest.gpu_acpi_path`` names (an SSDT's ``_ROM`` goes there) and QEMU puts
+    no hotplug methods on it. A user's device already at that address is refused, not moved.
     """
     root = editor.root
     controllers = root.findall("devices/controller[@type='pci']")
-    ports = {c.get("index"): c for c in controllers if c.get("model") == "pcie-root-port"}
-    gpu = xmledit.find(root, hostdev_path(ctx.model.gpu_function) + "/address[@type='pci']")
-    if gpu is not None and gpu.get("slot") == "0x00" and gpu.get("bus"):
-        bus = int(gpu.get("bus", "0"), 16)
-        if str(bus) in ports and ports[str(bus)].find(f"alias[@name='{PORT_ALIAS}']") is None:
-            return bus
-    path = PORT_PATH
-    port = xmledit.find(root, path)
+    layout = guest.PORT
+    port = xmledit.find(root, PORT_PATH)
+    for element in root.iterfind("devices/*"):
+        address = element.find("address[@type='pci']")
+        if element is port or address is None:
+            continue
+        if (int(address.get("bus", "0"), 16), int(address.get("slot", "0"), 16)) == (0, layout.port_slot):
+            what = element.tag + (f" {element.get('model')}" if element.get("model") else "")
+            raise GpupassError(
+                f"the domain's {what} sits at guest PCI address 00:{layout.port_slot:02x},"
+                " where gpupass puts the GPU's root port",
+                hint="move it (remove its <address> and libvirt picks another), then attach again",
+            )
     if port is None:
         index = max((int(c.get("index", "0")) for c in controllers), default=0) + 1
         port = editor.ensure(
-            path, before=("filesystem", "interface", "smartcard", "serial", "console", "channel", "input", "graphics")
+            PORT_PATH,
+            before=("filesystem", "interface", "smartcard", "serial", "console", "channel", "input", "graphics"),
         )
         port.set("index", str(index))
+    target_path = f"{PORT_PATH}/target"
+    editor.set(editor.ensure(target_path), target_path, "hotplug", "off")
+    address_path = f"{PORT_PATH}/address[@type='pci']"
+    address = editor.ensure(address_path)
+    wanted = {"domain": "0x0000", "bus": "0x00", "slot": f"0x{layout.port_slot:02x}"}
+    wanted["function"] = f"0x{layout.port_function:x}"
+    for attr, value in wanted.items():
+        editor.set(address, address_path, attr, value)
     return int(port.get("index", "0"))
 
 
@@ -173,22 +190,50 @@ def piece_mmio_window(editor: Editor, ctx: Context) -> None:
     editor.add_pair("qemu:commandline", "qemu:arg", "-fw_cfg", value)
 
 
-def _acpi_table_paths(ctx: Context) -> tuple[str, str]:
-    return f"os/acpi/table[@type='raw'][.='{quote(ctx.aml)}']", f"file={ctx.aml}"
+def _acpi_table_paths(file: str) -> tuple[str, str]:
+    return f"os/acpi/table[@type='raw'][.='{quote(file)}']", f"file={file}"
 
 
-def piece_battery_table(editor: Editor, ctx: Context) -> None:
-    native, argument = _acpi_table_paths(ctx)
+def _acpi_table(editor: Editor, ctx: Context, file: str, native_allowed: bool = True) -> None:
+    """An SSDT for the guest: libvirt's own element where it has one, else QEMU's -acpitable."""
+    native, argument = _acpi_table_paths(file)
     commandline = editor.root.find("qemu:commandline", xmledit.NAMESPACES)
     if xmledit.find(editor.root, native) is not None:
         return
     if commandline is not None and editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) is not None:
         return
-    if ctx.native_acpi_table:
+    if ctx.native_acpi_table and native_allowed:
         editor.ensure("os/acpi", container=True, before=("boot", "bootmenu", "smbios", "bios"))
         editor.ensure(native)
     else:
         editor.add_pair("qemu:commandline", "qemu:arg", "-acpitable", argument)
+
+
+def piece_battery_table(editor: Editor, ctx: Context) -> None:
+    _acpi_table(editor, ctx, ctx.aml)
+
+
+def piece_rom_table(editor: Editor, ctx: Context) -> None:
+    """The SSDT whose _ROM on the GPU's guest node serves the stored vBIOS (guest.acpi_rom).
+
+    Not for a q35 machine type older than 6.1: there QEMU before 8.0 describes no device
+    behind a root port (ACPI bridge hotplug off), the table's Scope would not resolve, and an
+    SSDT that fails to load can stop Windows with ACPI_BIOS_ERROR.
+
+    Always a QEMU -acpitable argument: libvirt takes each <acpi><table> type once, and the
+    one "raw" table is the battery's (the package's AppArmor drop-in lets QEMU read this file).
+    """
+    if not ctx.model.acpi_rom:
+        return
+    machine = editor.root.find("os/type")
+    version = re.fullmatch(r"pc-q35-(\d+)\.(\d+)", machine.get("machine", "") if machine is not None else "")
+    if version and (int(version.group(1)), int(version.group(2))) < guest.FIRST_Q35_WITH_BRIDGE_NODES:
+        ctx.notices.append(
+            f"the vBIOS _ROM table is left out: machine type {version.group(0)} may have no ACPI node for the GPU"
+            " (QEMU before 8.0 describes devices behind a root port from pc-q35-6.1 on)"
+        )
+        return
+    _acpi_table(editor, ctx, ctx.rom_aml, native_allowed=False)
 
 
 def piece_smbios(editor: Editor, ctx: Context) -> None:
@@ -330,6 +375,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     ("PCI subsystem ids", piece_subsystem_ids),
     ("64-bit MMIO window", piece_mmio_window),
     ("battery table", piece_battery_table),
+    ("vBIOS _ROM table", piece_rom_table),
     ("SMBIOS sysinfo", piece_smbios),
     (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),
@@ -555,7 +601,7 @@ def define_xml(
     ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
     if native_acpi_table:
         commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
-        argument = _acpi_table_paths(ctx)[1]
+        argument = _acpi_table_paths(ctx.aml)[1]
         pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
         if commandline is not None and pair is not None:
             children = list(commandline)

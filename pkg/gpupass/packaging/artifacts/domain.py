@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ... import paths
+from ... import guest, paths
 from ...model import Model, PciFunction
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 # Guest PCIe bus of the root port the passed-through functions sit behind.
 GUEST_BUS = 1
+
+
+@dataclass(frozen=True)
+class Port:
+    """gpupass's pcie-root-port: a fixed address, so the GPU's guest ACPI path is known."""
+
+    alias: str = guest.PORT_ALIAS
+    slot: int = guest.PORT.port_slot
+    function: int = guest.PORT.port_function
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,15 @@ class Hostdev:
 
 
 def qemu_args(model: Model) -> tuple[str, ...]:
-    """Extra QEMU arguments: the 64-bit MMIO window and the fake-battery SSDT."""
+    """Extra QEMU arguments: the 64-bit MMIO window, the fake-battery SSDT and (guest.acpi_rom)
+    the SSDT whose _ROM serves the vBIOS, written on the laptop beside it."""
+    rom_table = ("-acpitable", f"file={paths.ROM_AML}") if model.acpi_rom else ()
     return (
         "-fw_cfg",
         f"opt/ovmf/X-PciMmio64Mb,string={model.gpu.mmio64_mb}",
         "-acpitable",
         f"file={paths.INSTALLED_AML}",
+        *rom_table,
     )
 
 
@@ -63,6 +75,7 @@ def render(model: Model, templates) -> dict[str, bytes]:
         overrides=[dev for dev in hostdevs if dev.function.subsystem_id],
         guest_bus=f"0x{GUEST_BUS:02x}",
         guest_bus_index=GUEST_BUS,
+        port=Port(),
         qemu_ns=QEMU_NS,
         qemu_args=qemu_args(model),
         pins=vcpu_pins(model),
