@@ -16,7 +16,7 @@ import pytest
 
 from gpupass import cli, guest, paths
 from gpupass.errors import GpupassError
-from gpupass.laptop import romtable
+from gpupass.laptop import romtable, vbios
 from gpupass.model import load
 from gpupass.packaging import aml
 
@@ -151,15 +151,6 @@ def test_acpiexec_reads_the_rom_through_rom_method_over_qemus_dsdt(
     assert acpiexec_rom(tmp_path, offset, length) == expected
 
 
-def test_write_replaces_the_table_whole(tmp_path: Path) -> None:
-    dest = tmp_path / "state" / romtable.NAME
-    romtable.write(b"\x55\xaa\x01", dest)
-    romtable.write(ROM, dest)
-    assert dest.read_bytes() == romtable.ssdt(ROM)
-    assert dest.stat().st_mode & 0o777 == 0o644
-    assert [p.name for p in dest.parent.iterdir()] == [romtable.NAME]
-
-
 # gpupass vbios ssdt --------------------------------------------------------------------
 
 
@@ -192,7 +183,7 @@ def test_vbios_ssdt_says_when_the_vm_will_not_load_it(tmp_path: Path, capsys: py
     amd = load(ROOT / "models" / "hp-victus-16-navi23.toml")
     rom = tmp_path / "navi.rom"
     rom.write_bytes(rom_image(int(amd.gpu_function.vendor, 16), int(amd.gpu_function.device, 16), 0, units=2))
-    assert romtable.cli(["--rom", str(rom), "--out", str(tmp_path / "rom.aml")], amd, rom, tmp_path / "x") == 0
+    assert vbios.cli(["ssdt", "--rom", str(rom), "--out", str(tmp_path / "rom.aml")], amd) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
         "note: gpupass-hp-victus-16-navi23's VM does not load it (guest.acpi_rom is off, or the GPU is not NVIDIA)"
     )

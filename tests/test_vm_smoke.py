@@ -78,7 +78,9 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
     if loaded.acpi_rom:
         # What gpupass vbios writes beside a stored vBIOS, here for a ROM built from the PCI
         # Firmware layout (vendors' images are not shipped).
-        tables[str(paths.ROM_AML)] = romtable.write(GUEST_ROM, tmp_path / romtable.NAME)
+        rom_aml = tmp_path / romtable.NAME
+        rom_aml.write_bytes(romtable.ssdt(GUEST_ROM))
+        tables[str(paths.ROM_AML)] = rom_aml
     initrd = tmp_path / "initramfs.cpio"
     initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
     serial_log = tmp_path / "serial.log"

@@ -182,10 +182,6 @@ def cmd_vbios(args: argparse.Namespace) -> int:
     from .laptop import vbios
 
     m = load_model(args.model)[0] if args.model else installed_model()
-    if args.vbios_args[:1] == ["ssdt"]:
-        from .laptop import romtable
-
-        return romtable.cli(args.vbios_args[1:], m, paths.VBIOS_ROM, paths.ROM_AML)
     return vbios.cli(args.vbios_args, m)
 
 

@@ -29,15 +29,10 @@ that ASL with iasl and compare, and run ``_ROM`` in ACPICA's acpiexec against QE
 
 from __future__ import annotations
 
-import argparse
-import os
 import struct
-import tempfile
-from pathlib import Path
 
 from .. import guest
 from ..errors import GpupassError
-from ..model import Model
 
 NAME = "ssdt-rom.aml"
 OEM_ID = "GPUPAS"
@@ -144,43 +139,3 @@ def ssdt(rom: bytes, path: str | None = None) -> bytes:
     external = package(IF_OP, bytes([ZERO, EXTERNAL_OP]) + name_string(path) + bytes([DEVICE_OBJ, 0]))
     scope = package(SCOPE_OP, name_string(path) + bytes([NAME_OP]) + name_string(ROM_NAME) + buffer(rom) + rom_method())
     return table(external + scope)
-
-
-def write(rom: bytes, dest: Path) -> Path:
-    """Write the SSDT for ``rom`` to ``dest`` whole or not at all (temp file, fsync, rename)."""
-    data = ssdt(rom)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temp, 0o644)  # QEMU reads it as another user
-            os.replace(temp, dest)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise GpupassError(f"cannot write {dest}: {e.strerror}") from None
-    return dest
-
-
-def cli(argv: list[str], model: Model, rom_path: Path, aml_path: Path) -> int:
-    """``gpupass vbios ssdt [--rom FILE] [--out FILE.aml]``: the _ROM SSDT by hand."""
-    from . import vbios
-
-    parser = argparse.ArgumentParser(
-        prog="gpupass vbios ssdt", description="Write the guest SSDT whose ACPI _ROM serves the vBIOS."
-    )
-    parser.add_argument("--rom", type=Path, default=rom_path, help=f"the vBIOS (default: {rom_path})")
-    parser.add_argument("--out", type=Path, default=aml_path, help=f"the SSDT to write (default: {aml_path})")
-    args = parser.parse_args(argv)
-    report = vbios.check_file(args.rom, model.gpu_function.id)
-    write(report.rom, args.out)
-    lines = [f"{args.out}: written: _ROM on {guest.gpu_acpi_path()} serves the {len(report.rom)} bytes of {args.rom}"]
-    if not model.acpi_rom:
-        lines.append(f"note: {model.package}'s VM does not load it (guest.acpi_rom is off, or the GPU is not NVIDIA)")
-    print("\n".join(lines))
-    return 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import paths
+from .. import guest, paths
 from ..errors import GpupassError
 from ..model import Model
 from . import machine, romtable
@@ -477,7 +477,7 @@ def install(report: RomReport, dest: Path, origin: str, tried: tuple[str, ...] =
     with _sigterm_raises():
         store(report.rom, dest)
         store(origin_record(report.rom, origin), origin_path(dest))
-        romtable.write(report.rom, dest.with_name(romtable.NAME))  # the guest's _ROM serves what is stored
+        store(romtable.ssdt(report.rom), dest.with_name(romtable.NAME))  # the guest's _ROM serves what is stored
     return Installed(dest, report, written=True, origin=origin, tried=tried)
 
 
@@ -676,7 +676,7 @@ def import_rom(src: Path, expected_id: str, dest: Path) -> Installed:
 
 
 def cli(argv: list[str], model: Model) -> int:
-    """``gpupass vbios extract | check FILE | import FILE | from-update FILE`` for the model's GPU.
+    """``gpupass vbios extract | check FILE | import FILE | from-update FILE | ssdt`` for the model's GPU.
 
     Prints the report and returns 0; every failure is raised as a GpupassError for the
     caller to print (argparse itself exits 2 on misuse).
@@ -702,6 +702,13 @@ def cli(argv: list[str], model: Model) -> int:
     storing("from-update", "find the GPU's ROM in the laptop maker's BIOS update and install it").add_argument(
         "file", type=Path
     )
+    ssdt_parser = commands.add_parser("ssdt", help="write the guest SSDT whose ACPI _ROM serves the vBIOS")
+    ssdt_parser.add_argument(
+        "--rom", type=Path, default=paths.VBIOS_ROM, help=f"the vBIOS (default: {paths.VBIOS_ROM})"
+    )
+    ssdt_parser.add_argument(
+        "--out", type=Path, default=paths.ROM_AML, help=f"the SSDT to write (default: {paths.ROM_AML})"
+    )
     args = parser.parse_args(argv)
     gpu = model.gpu.functions[0]
     if args.command == "extract":
@@ -710,9 +717,17 @@ def cli(argv: list[str], model: Model) -> int:
         lines = check_file(args.file, gpu.id).describe()
     elif args.command == "import":
         lines = import_rom(args.file, gpu.id, args.out).lines()
-    else:
+    elif args.command == "from-update":
         from . import firmware
 
         lines = firmware.from_update(args.file, gpu.id, args.out).lines()
+    else:
+        rom = check_file(args.rom, gpu.id).rom
+        store(romtable.ssdt(rom), args.out)
+        lines = [f"{args.out}: written: _ROM on {guest.gpu_acpi_path()} serves the {len(rom)} bytes of {args.rom}"]
+        if not model.acpi_rom:
+            lines.append(
+                f"note: {model.package}'s VM does not load it (guest.acpi_rom is off, or the GPU is not NVIDIA)"
+            )
     print("\n".join(lines))
     return 0
