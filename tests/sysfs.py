@@ -73,6 +73,7 @@ def build_sysfs(
     p_cores: str | None = None,
     dmi: dict[str, str] | None = None,
     battery: dict[str, str] | None = None,
+    ac_online: str | None = None,
     cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/mapper/root ro quiet splash",
     kernel_release: str | None = None,
     kvm: bool = False,
@@ -84,7 +85,9 @@ def build_sysfs(
     ``cores`` lists each core's CPUs (SMT siblings) and writes their topology; without it
     /proc/cpuinfo has two CPUs and sysfs no topology. ``p_cores`` is an Intel hybrid CPU's
     /sys/devices/cpu_core/cpus. ``dmi`` holds /sys/class/dmi/id files, ``battery`` the files
-    of /sys/class/power_supply/BAT0. ``kernel_release`` is /proc/sys/kernel/osrelease, and
+    of /sys/class/power_supply/BAT0, ``ac_online`` the AC adapter's online (an ACPI AC adapter,
+    ACPI0003, as drivers/acpi/ac.c registers it: power_supply AC of type Mains).
+    ``kernel_release`` is /proc/sys/kernel/osrelease, and
     ``modules_builtin`` that kernel's /lib/modules/RELEASE/modules.builtin; ``kvm`` writes /dev/kvm
     (a plain file: only its existence is read); ``disable_idle_d3`` is vfio-pci's parameter
     (written only when given, as when vfio-pci is loaded).
@@ -184,6 +187,12 @@ def build_sysfs(
         for name, value in {"type": "Battery", **battery}.items():
             (bat / name).write_text(value + "\n")
         link(root / "sys/class/power_supply/BAT0", bat)
+    if ac_online is not None:
+        ac = root / "sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0003:00/power_supply/AC"
+        ac.mkdir(parents=True)
+        (ac / "type").write_text("Mains\n")
+        (ac / "online").write_text(ac_online + "\n")
+        link(root / "sys/class/power_supply/AC", ac)
     if iommu_groups and any(t in tables for t in ("DMAR", "IVRS")):
         unit = "dmar0" if "DMAR" in tables else "ivhd0"
         (root / "sys/devices/virtual/iommu" / unit).mkdir(parents=True)

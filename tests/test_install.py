@@ -45,7 +45,14 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     # Its help lists the laptop's commands only (no jinja2, no models/ here), and doctor
     # answers on a system where nothing is set up yet, one line per check, without a traceback.
     helped = plain_chroot.run("gpupass", "--help")
-    assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == ["check", "probe", "doctor", "vbios", "vm"]
+    assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == [
+        "check",
+        "probe",
+        "doctor",
+        "vbios",
+        "vm",
+        "power",
+    ]
     doctor = plain_chroot.run("gpupass", "doctor", check=False)
     assert (doctor.returncode, doctor.stderr) == (1, "")
     lines = doctor.stdout.splitlines()

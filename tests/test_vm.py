@@ -521,7 +521,8 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
     template.write_bytes(shipped.replace(b'<domain type="kvm"', b'<domain type="qemu"', 1))
     iso = tmp_path / "Win11.iso"
     iso.write_bytes(b"")
-    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-new"]
+    record = tmp_path / "vm"  # the domain gpupass power acts on by default
+    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "--record", str(record), "define", "win11-new"]
     hidden = ["--domain-xml", str(template), "--images", str(tmp_path)]
     try:
         assert cli.main([*argv, "--disk-size", "2", "--iso", str(iso), *hidden]) == 0
@@ -536,6 +537,7 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         assert sources == {"disk": str(disk), "cdrom": str(iso)}
         assert [b.get("dev") for b in root.iterfind("os/boot")] == ["hd", "cdrom"]
         assert vm.missing_pieces(ET.tostring(root, encoding="unicode"), aurora) == []
+        assert record.read_text() == "win11-new\n"
         assert root.find("metadata") is None  # nothing for detach to take out of gpupass's own domain
 
         assert cli.main([*argv, "--disk-size", "2", *hidden]) == 1
@@ -546,7 +548,8 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
 
         # libvirt validates before defining; a refused domain leaves no disk behind.
         template.write_text(template.read_text().replace('<vmport state="off"/>', '<vmport state="bogus"/>'))
-        other = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-bad", "--disk-size", "1"]
+        other = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "--record", str(record), "define", "win11-bad",
+                 "--disk-size", "1"]  # fmt: skip
         assert cli.main([*other, *hidden]) == 1
         assert capsys.readouterr().err.startswith(
             "gpupass: libvirt refused the domain: XML document failed to validate against schema"

@@ -33,3 +33,10 @@ INSTALLED_DOMAIN = SHARE / "domain.xml"
 STATE_DIR = Path("/var/lib/gpupass")
 VBIOS_ROM = STATE_DIR / "vbios.rom"
 VBIOS_UNIT = "gpupass-vbios.service"
+# gpupass power: the user's settings (a conffile), the domain vm define/attach last made or
+# changed, the libvirt hook's record of the last release, the unit udev starts.
+POWER_CONF = Path("/etc/gpupass/power.conf")
+VM_RECORD = STATE_DIR / "vm"
+RELEASE_RECORD = STATE_DIR / "power-release.json"
+POWER_UNIT = "gpupass-power.service"
+LIBVIRT_HOOK = Path("/usr/lib/gpupass/libvirt-qemu-hook")
