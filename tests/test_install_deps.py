@@ -46,6 +46,7 @@ TEST_TOOLS = {
     "dpkg": "dpkg",
     "dpkg-parsechangelog": "dpkg-dev",
     "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
+    "udevadm": "udev",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}
