@@ -171,6 +171,7 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     assert "options vfio-pci ids=10de:25a2,10de:2291" in modprobe
     assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
     assert VFIO_MODULES <= image.early_modules()
+    check_power_pieces(root, release)
 
     # Remove: the next boot gives the GPU back to the host.
     removed = apt(root, "remove", "-y", "gpupass-aurora-z")
@@ -183,11 +184,42 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     assert image.read(MODPROBE) == ""
     assert not VFIO_MODULES & image.early_modules()
     assert "vfio-pci" not in modprobe_files(image)
+    # gpupass power: no rule, unit or hook is left; its settings stay (a conffile) until purge.
+    assert {p for p in POWER_PIECES if (root.root / p).exists() or (root.root / p).is_symlink()} == {POWER_CONF}
 
     # Purge: not a file of the package is left.
     apt(root, "purge", "-y", "gpupass-aurora-z")
     root.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
     assert root.files() ^ before == set()
+
+
+POWER_CONF = "etc/gpupass/power.conf"
+UDEV_RULE = "usr/lib/udev/rules.d/90-gpupass-aurora-z.rules"
+POWER_PIECES = (
+    POWER_CONF,
+    UDEV_RULE,
+    "usr/lib/systemd/system/gpupass-power.service",
+    "usr/lib/gpupass/libvirt-qemu-hook",
+    "etc/libvirt/hooks/qemu.d/gpupass-aurora-z",
+)
+
+
+def check_power_pieces(root: chroot.Chroot, release: chroot.Release) -> None:
+    """The release's own tools on the udev rule (udevadm verify, where the release has it: systemd
+    253 and later) and the unit (systemd-analyze verify)."""
+    unit = root.run("systemd-analyze", "verify", "/usr/lib/systemd/system/gpupass-power.service", check=False)
+    assert (unit.returncode, unit.stdout, unit.stderr) == (0, "", ""), unit.stderr
+    if release.suite == "bookworm":
+        return  # Debian 12's udevadm (systemd 252) has no verify; tests/test_power_udev.py runs udevadm test
+    verified = root.run("udevadm", "verify", "/" + UDEV_RULE, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The same check refuses a broken rule (an assignment where a match belongs), so the pass means something.
+    broken = root.root / "tmp/broken.rules"
+    broken.write_text(
+        (root.root / UDEV_RULE).read_text().replace('SUBSYSTEM=="power_supply"', 'SUBSYSTEM="power_supply"')
+    )
+    assert root.run("udevadm", "verify", "/tmp/broken.rules", check=False).returncode != 0
+    broken.unlink()
 
 
 def doctor_on_initramfs(root: chroot.Chroot, image: Image) -> str:
