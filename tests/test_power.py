@@ -311,7 +311,7 @@ def test_status_vm_off_gpu_in_d3cold(tmp_path: Path, capsys: pytest.CaptureFixtu
         "0000:01:00.0 (gpu, vfio-pci): suspended, D3cold\n"
         "0000:01:00.1 (audio, vfio-pci): suspended, D3cold\n"
         "0000:00:01.0 (root port): suspended, D3cold\n"
-        "dGPU: asleep\n"
+        "dGPU: asleep, powered off (D3cold)\n"
         "last release of win11-gpu at 2026-12-01T18:00:00Z: the dGPU slept (D3cold): 0000:01:00.0 suspended"
         " (D3cold), 0000:01:00.1 suspended (D3cold), 0000:00:01.0 suspended (D3cold)\n"
     )

@@ -400,7 +400,13 @@ def status_text(model: Model, s: dict) -> str:
     elif s["dgpu"]["asleep"] is None:
         lines.append(f"dGPU: no PCI device at {model.gpu_function.address}")
     elif s["dgpu"]["asleep"]:
-        lines.append("dGPU: asleep")
+        gpu = next(f for f in s["functions"] if f["address"] == model.gpu_function.address)
+        cold = gpu["power_state"] == "D3cold"
+        lines.append(
+            "dGPU: asleep, powered off (D3cold)"
+            if cold
+            else f"dGPU: asleep ({gpu['power_state'] or '?'}), not powered off"
+        )
     else:
         lines.append(f"dGPU: awake, costing battery: {s['dgpu']['why'] or 'nothing gpupass knows of keeps it so'}")
     last = s["last_release"]
