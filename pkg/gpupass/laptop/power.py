@@ -242,14 +242,23 @@ def apply(
         conn.close()
 
 
-def _shut_down(conn, name, config, root, tell, sleep, clock, where) -> int:
+def _shut_down(
+    conn: object,
+    name: str,
+    config: Config,
+    root: Path,
+    tell: Teller,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    where: str,
+) -> int:
     notes = libvirtconn.request_shutdown(conn, name)
     extra = f" ({'; '.join(notes)})" if notes else ""
     tell(f"{where}; asked {name} to shut down{extra}, waiting up to {config.shutdown_timeout} s", desktop=False)
     deadline = clock() + config.shutdown_timeout
     while True:
         state, reason = libvirtconn.state(conn, name)
-        if state != libvirtconn.RUNNING:
+        if state in (libvirtconn.SHUT_OFF, libvirtconn.MISSING):  # a transient domain is gone once off
             tell(f"{name} is {state}{f' ({reason})' if reason else ''}: the dGPU can power off")
             return 0
         if machine.power_supplies(root).on_ac:
