@@ -9,6 +9,7 @@ Ubuntu 24.04 (see chroot.RELEASES).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import time
@@ -297,6 +298,9 @@ user = "root"
 group = "root"
 security_driver = "none"
 cgroup_controllers = [ ]
+# No private /dev per domain: libvirt cannot make its mounts private inside a chroot ("Failed
+# disable mount propagation out of the root filesystem"), and only the hook test starts one.
+namespaces = [ ]
 """
 # In a mount, PID and network namespace of its own: /dev, /proc and /sys are mounted into
 # the chroot there only, and go with the namespace; the chroot's default network (a bridge
@@ -416,3 +420,40 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         detached_out = root.run("gpupass", "vm", "detach", "win11").stdout
         assert detached_out.splitlines()[-1].startswith("win11: passthrough detached;"), detached_out
         assert virsh("dumpxml", "--inactive", "win11") == original
+
+
+HOOKED_DOMAIN = """\
+<domain type="qemu">
+  <name>hooked</name>
+  <memory unit="MiB">128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+  </os>
+</domain>
+"""
+
+
+def test_the_libvirt_hook_records_what_the_dgpu_did_on_release(system, built: Path) -> None:
+    """The release's libvirtd runs the package's hook (the link in /etc/libvirt/hooks/qemu.d) when
+    a domain it applies to is released, and the installed gpupass power record writes its record
+    (here of the test machine's /sys, which has no aurora-z dGPU: the record says so)."""
+    release, root = system
+    if not set(chroot.NATIVE_ACPI_TABLE_PACKAGES) <= set(release.extra):
+        pytest.skip("QEMU is in Debian 13's chroot only (chroot.RELEASES)")
+    apt(root, "install", "-y", "--no-install-recommends", root.copy_in(built / "gpupass-aurora-z.deb"))
+    (root.root / "etc/gpupass/power.conf").write_text("domain = hooked\n")
+    (root.root / "tmp/hooked.xml").write_text(HOOKED_DOMAIN)
+    record = root.root / str(paths.RELEASE_RECORD).lstrip("/")
+    with release_libvirtd(root):
+        root.run("virsh", "-c", "qemu:///system", "define", "/tmp/hooked.xml")
+        root.run("virsh", "-c", "qemu:///system", "start", "hooked")  # SeaBIOS with nothing to boot: it waits
+        root.run("virsh", "-c", "qemu:///system", "destroy", "hooked")  # the test's own stop; then "release"
+        deadline = time.monotonic() + 120  # the hook's record waits 5 s for the dGPU to settle
+        while not record.exists():
+            assert time.monotonic() < deadline, "no release record"
+            time.sleep(0.5)
+    written = json.loads(record.read_text())
+    assert written["domain"] == "hooked"
+    assert (written["asleep"], written["why"]) == (False, "no PCI device at 0000:01:00.0")
+    assert record.stat().st_mode & 0o777 == 0o644  # gpupass power status reads it as any user
