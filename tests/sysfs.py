@@ -74,6 +74,7 @@ def build_sysfs(
     p_cores: str | None = None,
     dmi: dict[str, str] | None = None,
     battery: dict[str, str] | None = None,
+    ac_online: str | None = None,
     cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/mapper/root ro quiet splash",
     kernel_release: str | None = None,
     kvm: bool = False,
@@ -85,7 +86,9 @@ def build_sysfs(
     ``cores`` lists each core's CPUs (SMT siblings) and writes their topology; without it
     /proc/cpuinfo has two CPUs and sysfs no topology. ``p_cores`` is an Intel hybrid CPU's
     /sys/devices/cpu_core/cpus. ``dmi`` holds /sys/class/dmi/id files, ``battery`` the files
-    of /sys/class/power_supply/BAT0. ``kernel_release`` is /proc/sys/kernel/osrelease, and
+    of /sys/class/power_supply/BAT0, ``ac_online`` the AC adapter's online (an ACPI AC adapter,
+    ACPI0003, as drivers/acpi/ac.c registers it: power_supply AC of type Mains).
+    ``kernel_release`` is /proc/sys/kernel/osrelease, and
     ``modules_builtin`` that kernel's /lib/modules/RELEASE/modules.builtin; ``kvm`` writes /dev/kvm
     (a plain file: only its existence is read); ``disable_idle_d3`` is vfio-pci's parameter
     (written only when given, as when vfio-pci is loaded).
@@ -184,12 +187,28 @@ def build_sysfs(
         bat.mkdir(parents=True)
         for name, value in {"type": "Battery", **battery}.items():
             (bat / name).write_text(value + "\n")
+        uevent = {"NAME": "BAT0", "TYPE": "Battery", **{k.upper(): v for k, v in battery.items() if k != "type"}}
+        power_supply_device(root, bat, uevent)
         link(root / "sys/class/power_supply/BAT0", bat)
+    if ac_online is not None:
+        ac = root / "sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0003:00/power_supply/AC"
+        ac.mkdir(parents=True)
+        (ac / "type").write_text("Mains\n")
+        (ac / "online").write_text(ac_online + "\n")
+        power_supply_device(root, ac, {"NAME": "AC", "TYPE": "Mains", "ONLINE": ac_online})
+        link(root / "sys/class/power_supply/AC", ac)
     if iommu_groups and any(t in tables for t in ("DMAR", "IVRS")):
         unit = "dmar0" if "DMAR" in tables else "ivhd0"
         (root / "sys/devices/virtual/iommu" / unit).mkdir(parents=True)
         link(root / "sys/class/iommu" / unit, root / "sys/devices/virtual/iommu" / unit)
     return root
+
+
+def power_supply_device(root: Path, directory: Path, properties: dict[str, str]) -> None:
+    """What udev reads of a power supply: its uevent (POWER_SUPPLY_* as power_supply_uevent() writes
+    them) and its subsystem link."""
+    (directory / "uevent").write_text("".join(f"POWER_SUPPLY_{k}={v}\n" for k, v in properties.items()))
+    (directory / "subsystem").symlink_to(os.path.relpath(root / "sys/class/power_supply", directory))
 
 
 def resource_file(bars: tuple[BarSpec, ...], base: int) -> str:

@@ -50,4 +50,16 @@ def test_every_artifact_kind_has_a_golden_file() -> None:
         "usr/lib/systemd/system/gpupass-vbios.service",
         "usr/lib/dracut/dracut.conf.d/gpupass-aurora-z.conf",
         "etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+        "etc/gpupass/power.conf",
+        "usr/lib/udev/rules.d/90-gpupass-aurora-z.rules",
+        "usr/lib/systemd/system/gpupass-power.service",
+        "usr/lib/gpupass/libvirt-qemu-hook",
     } == paths
+
+
+def test_scripts_are_written_executable(tmp_path: Path) -> None:
+    """The libvirt hook runs only when executable (libvirt checks the mode bits); the rest stay 0644."""
+    render.write_tree(render.render_all(model.load(MODELS[0])), tmp_path)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p for p, mode in modes.items() if mode == 0o755} == {"usr/lib/gpupass/libvirt-qemu-hook"}
+    assert {mode for mode in modes.values()} == {0o644, 0o755}

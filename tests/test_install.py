@@ -48,7 +48,14 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     # Its help lists the laptop's commands only (no jinja2, no models/ here), and doctor
     # answers on a system where nothing is set up yet, one line per check, without a traceback.
     helped = plain_chroot.run("gpupass", "--help")
-    assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == ["check", "probe", "doctor", "vbios", "vm"]
+    assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == [
+        "check",
+        "probe",
+        "doctor",
+        "vbios",
+        "vm",
+        "power",
+    ]
     doctor = plain_chroot.run("gpupass", "doctor", check=False)
     assert (doctor.returncode, doctor.stderr) == (1, "")
     lines = doctor.stdout.splitlines()
@@ -62,6 +69,21 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         " (fix: sudo apt install python3-libvirt)"
     ) in lines
 
+    # gpupass power: its pieces are there, and status answers without libvirt or root's files.
+    for path in POWER_PIECES:
+        assert os.path.lexists(plain_chroot.root / path), path
+    assert os.readlink(plain_chroot.root / HOOK_LINK) == "/usr/lib/gpupass/libvirt-qemu-hook"
+    status = plain_chroot.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "gpupass", "power",
+                              "status")  # fmt: skip
+    assert status.stdout.splitlines()[:2] == [
+        "gpupass power: MECHREVO Aurora Z (gpupass-aurora-z)",
+        "power: no AC adapter seen",
+    ]
+
+    # Remove: no rule, unit or hook is left; the settings stay (a conffile) until purge.
+    plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")
+    left = {path for path in POWER_PIECES if os.path.lexists(plain_chroot.root / path)}
+    assert left == {"etc/gpupass/power.conf"}
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     plain_chroot.run("rm", deb)
     assert plain_chroot.files() ^ before == set()
@@ -81,7 +103,7 @@ def test_the_rom_ssdt_follows_the_stored_vbios_and_goes_with_remove(plain_chroot
     assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
 
     plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")
-    assert sorted(p.name for p in state.iterdir()) == ["vbios.rom"]
+    assert sorted(p.name for p in state.iterdir()) == ["vbios.rom", "vbios.rom.source"]
     plain_chroot.run("apt-get", "install", "-y", deb)
     assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
 
@@ -90,13 +112,28 @@ def test_the_rom_ssdt_follows_the_stored_vbios_and_goes_with_remove(plain_chroot
     assert plain_chroot.files() ^ before == set()
 
 
+HOOK_LINK = "etc/libvirt/hooks/qemu.d/gpupass-aurora-z"
+POWER_PIECES = (
+    "etc/gpupass/power.conf",
+    "usr/lib/udev/rules.d/90-gpupass-aurora-z.rules",
+    "usr/lib/systemd/system/gpupass-power.service",
+    "usr/lib/gpupass/libvirt-qemu-hook",
+    HOOK_LINK,
+)
+
+
 UNIT = "/usr/lib/systemd/system/gpupass-vbios.service"
+POWER_UNIT = "/usr/lib/systemd/system/gpupass-power.service"
 
 
-def test_vbios_unit_passes_systemd_analyze_verify(plain_chroot: chroot.Chroot, built: Path) -> None:
+def test_units_pass_systemd_analyze_verify(plain_chroot: chroot.Chroot, built: Path) -> None:
     plain_chroot.run("apt-get", "install", "-y", plain_chroot.copy_in(built / "gpupass-aurora-z.deb"))
-    verified = plain_chroot.run("systemd-analyze", "verify", UNIT, check=False)
-    assert (verified.returncode, verified.stdout, verified.stderr) == (0, "", "")
+    for unit in (UNIT, POWER_UNIT):
+        verified = plain_chroot.run("systemd-analyze", "verify", unit, check=False)
+        assert (verified.returncode, verified.stdout, verified.stderr) == (0, "", ""), verified.stderr
+    # The libvirt hook is a POSIX shell script (what libvirt runs is the link, executable).
+    plain_chroot.run("sh", "-n", "/" + HOOK_LINK)
+    assert plain_chroot.run("/" + HOOK_LINK, "win11-gpu", "prepare").returncode == 0
     # The same check refuses a broken unit, so the pass above means something.
     unit = (plain_chroot.root / UNIT.lstrip("/")).read_text()
     broken = plain_chroot.root / "etc/systemd/system/gpupass-broken.service"

@@ -51,6 +51,7 @@ TEST_TOOLS = {
     "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
     "UEFIExtract": "uefitool-cli",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
     "7z": "p7zip-full",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
+    "udevadm": "udev",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}

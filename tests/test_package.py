@@ -38,6 +38,10 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/lib/systemd/system/gpupass-vbios.service",
         "/usr/lib/dracut/dracut.conf.d/gpupass-aurora-z.conf",
         "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
+        "/etc/gpupass/power.conf",
+        "/usr/lib/udev/rules.d/90-gpupass-aurora-z.rules",
+        "/usr/lib/systemd/system/gpupass-power.service",
+        "/usr/lib/gpupass/libvirt-qemu-hook",
         "/usr/bin/gpupass",
         "/usr/lib/python3/dist-packages/gpupass/cli.py",
     ):
@@ -86,11 +90,22 @@ def test_control_fields(built: Path) -> None:
     assert suggests == "Suggests: uefitool-cli, p7zip-full, innoextract"
 
 
+def test_the_libvirt_hook_is_a_link_so_remove_takes_it_away(built: Path) -> None:
+    """A regular file under /etc would be a conffile, kept after apt remove; the link is not one."""
+    listing = dpkg_deb("-c", str(built / "gpupass-aurora-z.deb"))
+    hook = next(line for line in listing.splitlines() if "/etc/libvirt/hooks/qemu.d/gpupass" in line)
+    assert hook.startswith("lrwxrwxrwx")
+    assert hook.endswith("./etc/libvirt/hooks/qemu.d/gpupass-aurora-z -> /usr/lib/gpupass/libvirt-qemu-hook")
+    script = next(line for line in listing.splitlines() if line.endswith("./usr/lib/gpupass/libvirt-qemu-hook"))
+    assert script.startswith("-rwxr-xr-x")
+
+
 def test_conffiles_are_only_under_etc(built: Path, tmp_path: Path) -> None:
     subprocess.run(["dpkg-deb", "-e", str(built / "gpupass-aurora-z.deb"), str(tmp_path)], check=True)
     assert (tmp_path / "conffiles").read_text().split() == [
         "/etc/apparmor.d/abstractions/libvirt-qemu.d/gpupass-aurora-z",
         "/etc/default/grub.d/gpupass-aurora-z.cfg",
+        "/etc/gpupass/power.conf",
     ]
     assert (tmp_path / "triggers").read_text().splitlines()[-1] == "activate-noawait update-initramfs"
 

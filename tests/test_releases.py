@@ -9,6 +9,7 @@ Ubuntu 24.04 (see chroot.RELEASES).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import time
@@ -171,6 +172,7 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     assert "options vfio-pci ids=10de:25a2,10de:2291" in modprobe
     assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
     assert VFIO_MODULES <= image.early_modules()
+    check_power_pieces(root, release)
 
     # Remove: the next boot gives the GPU back to the host.
     removed = apt(root, "remove", "-y", "gpupass-aurora-z")
@@ -183,11 +185,42 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     assert image.read(MODPROBE) == ""
     assert not VFIO_MODULES & image.early_modules()
     assert "vfio-pci" not in modprobe_files(image)
+    # gpupass power: no rule, unit or hook is left; its settings stay (a conffile) until purge.
+    assert {p for p in POWER_PIECES if (root.root / p).exists() or (root.root / p).is_symlink()} == {POWER_CONF}
 
     # Purge: not a file of the package is left.
     apt(root, "purge", "-y", "gpupass-aurora-z")
     root.run("rm", "-rf", deb, "/tmp/initrd-installed", "/tmp/initrd-removed")
     assert root.files() ^ before == set()
+
+
+POWER_CONF = "etc/gpupass/power.conf"
+UDEV_RULE = "usr/lib/udev/rules.d/90-gpupass-aurora-z.rules"
+POWER_PIECES = (
+    POWER_CONF,
+    UDEV_RULE,
+    "usr/lib/systemd/system/gpupass-power.service",
+    "usr/lib/gpupass/libvirt-qemu-hook",
+    "etc/libvirt/hooks/qemu.d/gpupass-aurora-z",
+)
+
+
+def check_power_pieces(root: chroot.Chroot, release: chroot.Release) -> None:
+    """The release's own tools on the udev rule (udevadm verify, where the release has it: systemd
+    253 and later) and the unit (systemd-analyze verify)."""
+    unit = root.run("systemd-analyze", "verify", "/usr/lib/systemd/system/gpupass-power.service", check=False)
+    assert (unit.returncode, unit.stdout, unit.stderr) == (0, "", ""), unit.stderr
+    if release.suite == "bookworm":
+        return  # Debian 12's udevadm (systemd 252) has no verify; tests/test_power_udev.py runs udevadm test
+    verified = root.run("udevadm", "verify", "/" + UDEV_RULE, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The same check refuses a broken rule (an assignment where a match belongs), so the pass means something.
+    broken = root.root / "tmp/broken.rules"
+    broken.write_text(
+        (root.root / UDEV_RULE).read_text().replace('SUBSYSTEM=="power_supply"', 'SUBSYSTEM="power_supply"')
+    )
+    assert root.run("udevadm", "verify", "/tmp/broken.rules", check=False).returncode != 0
+    broken.unlink()
 
 
 def doctor_on_initramfs(root: chroot.Chroot, image: Image) -> str:
@@ -279,6 +312,9 @@ user = "root"
 group = "root"
 security_driver = "none"
 cgroup_controllers = [ ]
+# No private /dev per domain: libvirt cannot make its mounts private inside a chroot ("Failed
+# disable mount propagation out of the root filesystem"), and only the hook test starts one.
+namespaces = [ ]
 """
 # In a mount, PID and network namespace of its own: /dev, /proc and /sys are mounted into
 # the chroot there only, and go with the namespace; the chroot's default network (a bridge
@@ -403,3 +439,40 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         detached_out = root.run("gpupass", "vm", "detach", "win11").stdout
         assert detached_out.splitlines()[-1].startswith("win11: passthrough detached;"), detached_out
         assert virsh("dumpxml", "--inactive", "win11") == original
+
+
+HOOKED_DOMAIN = """\
+<domain type="qemu">
+  <name>hooked</name>
+  <memory unit="MiB">128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+  </os>
+</domain>
+"""
+
+
+def test_the_libvirt_hook_records_what_the_dgpu_did_on_release(system, built: Path) -> None:
+    """The release's libvirtd runs the package's hook (the link in /etc/libvirt/hooks/qemu.d) when
+    a domain it applies to is released, and the installed gpupass power record writes its record
+    (here of the test machine's /sys, which has no aurora-z dGPU: the record says so)."""
+    release, root = system
+    if not set(chroot.NATIVE_ACPI_TABLE_PACKAGES) <= set(release.extra):
+        pytest.skip("QEMU is in Debian 13's chroot only (chroot.RELEASES)")
+    apt(root, "install", "-y", "--no-install-recommends", root.copy_in(built / "gpupass-aurora-z.deb"))
+    (root.root / "etc/gpupass/power.conf").write_text("domain = hooked\n")
+    (root.root / "tmp/hooked.xml").write_text(HOOKED_DOMAIN)
+    record = root.root / str(paths.RELEASE_RECORD).lstrip("/")
+    with release_libvirtd(root):
+        root.run("virsh", "-c", "qemu:///system", "define", "/tmp/hooked.xml")
+        root.run("virsh", "-c", "qemu:///system", "start", "hooked")  # SeaBIOS with nothing to boot: it waits
+        root.run("virsh", "-c", "qemu:///system", "destroy", "hooked")  # the test's own stop; then "release"
+        deadline = time.monotonic() + 120  # the hook's record waits 5 s for the dGPU to settle
+        while not record.exists():
+            assert time.monotonic() < deadline, "no release record"
+            time.sleep(0.5)
+    written = json.loads(record.read_text())
+    assert written["domain"] == "hooked"
+    assert (written["asleep"], written["why"]) == (False, "no PCI device at 0000:01:00.0")
+    assert record.stat().st_mode & 0o777 == 0o644  # gpupass power status reads it as any user

@@ -557,7 +557,8 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
     template.write_bytes(shipped.replace(b'<domain type="kvm"', b'<domain type="qemu"', 1))
     iso = tmp_path / "Win11.iso"
     iso.write_bytes(b"")
-    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-new"]
+    record = tmp_path / "vm"  # the domain gpupass power acts on by default
+    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "--record", str(record), "define", "win11-new"]
     hidden = ["--domain-xml", str(template), "--images", str(tmp_path)]
     try:
         assert cli.main([*argv, "--disk-size", "2", "--iso", str(iso), *hidden]) == 0
@@ -582,6 +583,7 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         tpm = root.find("devices/tpm")
         assert (tpm.get("model"), tpm.find("backend").attrib) == ("tpm-crb", {"type": "emulator", "version": "2.0"})
         assert vm.missing_pieces(ET.tostring(root, encoding="unicode"), aurora) == []
+        assert record.read_text() == "win11-new\n"
         assert root.find("metadata") is None  # nothing for detach to take out of gpupass's own domain
         # The printed way to take the installer out works on the shut-off domain.
         libvirtd.virsh("change-media", "win11-new", "sdb", "--eject", "--config")
@@ -596,7 +598,8 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
 
         # libvirt validates before defining; a refused domain leaves no disk behind.
         template.write_text(template.read_text().replace('<vmport state="off"/>', '<vmport state="bogus"/>'))
-        other = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "define", "win11-bad", "--disk-size", "1"]
+        other = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "--record", str(record), "define", "win11-bad",
+                 "--disk-size", "1"]  # fmt: skip
         assert cli.main([*other, *hidden]) == 1
         assert capsys.readouterr().err.startswith(
             "gpupass: libvirt refused the domain: XML document failed to validate against schema"

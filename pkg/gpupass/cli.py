@@ -199,6 +199,19 @@ def cmd_vm(args: argparse.Namespace) -> int:
     return vm.cli(args, m)
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    from .laptop import power
+
+    root = Path(args.root)
+    if args.power_command == "apply":
+        return power.cli_apply(root, Path(args.config) if args.config else None, args.connect)
+    m = load_model(args.model)[0] if args.model else installed_model()
+    if args.power_command == "status":
+        return power.cli_status(m, root, args.connect, args.json)
+    power.record(m, args.domain, root, delay=args.delay)
+    return 0
+
+
 def maintainer_steps_available() -> bool:
     """The source tree (models/), the build side and its jinja2 are there: not the installed
     command, which ships without the build side."""
@@ -245,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
     sp = add("vm", cmd_vm, "put the passthrough pieces into a libvirt domain: define | attach | detach")
     sp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     sp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")
+    sp.add_argument("--record", default=str(paths.VM_RECORD), help=argparse.SUPPRESS)  # for gpupass power
     vm_commands = sp.add_subparsers(dest="vm_command", required=True, metavar="define | attach | detach")
     vp = vm_commands.add_parser("define", help="define the model's domain with your disk and installer ISO")
     vp.add_argument("name", nargs="?", help="domain name (default: the model's vm.name)")
@@ -266,6 +280,22 @@ def parser() -> argparse.ArgumentParser:
         vp = vm_commands.add_parser(name, help=what, description=what)
         vp.add_argument("name", help="the libvirt domain")
         vp.add_argument("--dry-run", action="store_true", help="print the change as a unified diff, change nothing")
+    sp = add("power", cmd_power, "the VM follows the power source; what the dGPU and the battery do: apply | status")
+    power_commands = sp.add_subparsers(dest="power_command", required=True, metavar="apply | status")
+    pp = power_commands.add_parser("apply", help=f"do what {paths.POWER_CONF} asks for the power source now")
+    pp.add_argument("--config", metavar="FILE", help=f"settings (default: {paths.POWER_CONF})")
+    pp.add_argument("--root", default="/", help="read sysfs and gpupass's files under DIR (a fixture tree)")
+    pp = power_commands.add_parser("status", help="AC or battery, the draw, the VM, the dGPU's power states")
+    pp.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    pp.add_argument("--root", default="/", help="read sysfs and gpupass's files under DIR (a fixture tree)")
+    pp = power_commands.add_parser("record")  # run by the libvirt hook on release; not in --help
+    pp.add_argument("domain")
+    pp.add_argument("--delay", type=float, default=5.0, help=argparse.SUPPRESS)
+    pp.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    for name, pp in power_commands.choices.items():
+        pp.add_argument("--connect", metavar="URI", help="libvirt URI (default: qemu:///system)")
+        if name != "apply":
+            pp.add_argument("--model", help="model id or .toml (default: the installed package's model)")
     # The maintainer's steps, after the laptop's; hidden from the installed command's help.
     add_maintainer = add if maintainer_steps_available() else hidden
     add_maintainer("models", cmd_models, "list the known models")

@@ -35,3 +35,10 @@ VBIOS_ROM = STATE_DIR / "vbios.rom"
 # The guest SSDT whose _ROM serves that vBIOS, written beside it whenever it is stored.
 ROM_AML = STATE_DIR / "ssdt-rom.aml"
 VBIOS_UNIT = "gpupass-vbios.service"
+# gpupass power: the user's settings (a conffile), the domain vm define/attach last made or
+# changed, the libvirt hook's record of the last release, the unit udev starts.
+POWER_CONF = Path("/etc/gpupass/power.conf")
+VM_RECORD = STATE_DIR / "vm"
+RELEASE_RECORD = STATE_DIR / "power-release.json"
+POWER_UNIT = "gpupass-power.service"
+LIBVIRT_HOOK = Path("/usr/lib/gpupass/libvirt-qemu-hook")

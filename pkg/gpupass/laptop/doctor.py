@@ -530,38 +530,36 @@ def _power(device: PciDevice) -> str:
     return f"{device.runtime_status or 'unknown'} ({device.power_state or '?'})"
 
 
-def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
-    lv, name = facts.libvirt, facts.vm_name
-    if not lv.problem and lv.survey.domain_active:
-        return [Finding("power", OK, f"power: not checked while {name} runs (the dGPU is the VM's)")]
-    gpu = m.device(model.gpu_function.address)
-    if gpu is None:
-        return [Finding("power", WARN, f"power: not checked: no PCI device at {model.gpu_function.address}",
-                        "see the vfio-pci checks")]  # fmt: skip
+@dataclass(frozen=True)
+class Sleep:
+    """Whether the dGPU's functions and its root port sleep, and what gpupass knows keeps them awake.
+
+    From the machine snapshot alone (power/runtime_status, power_state and the rest, files that do
+    not wake the device): ``gpupass doctor``, ``gpupass power status`` and the libvirt hook's record."""
+
+    gpu: PciDevice
+    port: PciDevice | None  # the root port above the dGPU
+    devices: tuple[PciDevice, ...]  # the model's functions present, then the root port
+    awake: tuple[PciDevice, ...]  # those not runtime-suspended
+    causes: tuple[tuple[str, str], ...]  # (what keeps it awake, the fix)
+
+    @property
+    def asleep(self) -> bool:
+        return not self.awake
+
+    def asleep_text(self) -> str:
+        text = f"the dGPU {self.gpu.address} ({self.gpu.power_state or '?'})"
+        if self.port:
+            return text + f" and its root port {self.port.address} ({self.port.power_state or '?'}) are"
+        return text + " is"
+
+
+def dgpu_sleep(model: Model, m: Machine, gpu: PciDevice) -> Sleep:
     functions = [d for f in model.gpu.functions if (d := m.device(f.address)) is not None]
-    # A VM libvirt did not tell of (libvirt unreachable, another name, plain QEMU) holds the
-    # GPU's IOMMU group (or, with iommufd, the GPU's own VFIO file) open for as long as it runs.
-    files = {f"/dev/vfio/devices/{d.vfio_device}" for d in functions if d.vfio_device}
-    if gpu.iommu_group:
-        files.add(f"/dev/vfio/{gpu.iommu_group}")
-    held: dict[tuple[int, str], list[str]] = {}
-    for u in m.vfio_users:
-        if u.path in files:
-            held.setdefault((u.pid, u.command or "a process"), []).append(u.path)
-    if held:
-        who = ", ".join(f"{command} (pid {pid}: {', '.join(opened)})" for (pid, command), opened in held.items())
-        return [Finding("power", OK, f"power: not checked while {who} holds the dGPU")]
     # upstream is nearest first: its last bridge is the root port, which sleeps only when all below it do.
     port = m.device(gpu.upstream[-1]) if gpu.upstream else None
     devices = functions + ([port] if port else [])
     awake = [d for d in devices if d.runtime_status != "suspended"]
-    if not awake:
-        asleep = f"the dGPU {gpu.address} ({gpu.power_state or '?'})"
-        if port:
-            asleep += f" and its root port {port.address} ({port.power_state or '?'}) are"
-        else:
-            asleep += " is"
-        return [Finding("power", OK, f"power: {asleep} runtime-suspended while the VM is off")]
     causes: list[tuple[str, str]] = []
     for d in devices:
         if d.power_control == "on":
@@ -583,6 +581,34 @@ def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 " then reboot",
             )
         )
+    return Sleep(gpu, port, tuple(devices), tuple(awake), tuple(causes) if awake else ())
+
+
+def check_power(model: Model, m: Machine, facts: Facts) -> list[Finding]:
+    lv, name = facts.libvirt, facts.vm_name
+    if not lv.problem and lv.survey.domain_active:
+        return [Finding("power", OK, f"power: not checked while {name} runs (the dGPU is the VM's)")]
+    gpu = m.device(model.gpu_function.address)
+    if gpu is None:
+        return [Finding("power", WARN, f"power: not checked: no PCI device at {model.gpu_function.address}",
+                        "see the vfio-pci checks")]  # fmt: skip
+    functions = [d for f in model.gpu.functions if (d := m.device(f.address)) is not None]
+    # A VM libvirt did not tell of (libvirt unreachable, another name, plain QEMU) holds the
+    # GPU's IOMMU group (or, with iommufd, the GPU's own VFIO file) open for as long as it runs.
+    files = {f"/dev/vfio/devices/{d.vfio_device}" for d in functions if d.vfio_device}
+    if gpu.iommu_group:
+        files.add(f"/dev/vfio/{gpu.iommu_group}")
+    held: dict[tuple[int, str], list[str]] = {}
+    for u in m.vfio_users:
+        if u.path in files:
+            held.setdefault((u.pid, u.command or "a process"), []).append(u.path)
+    if held:
+        who = ", ".join(f"{command} (pid {pid}: {', '.join(opened)})" for (pid, command), opened in held.items())
+        return [Finding("power", OK, f"power: not checked while {who} holds the dGPU")]
+    sleep = dgpu_sleep(model, m, gpu)
+    if sleep.asleep:
+        return [Finding("power", OK, f"power: {sleep.asleep_text()} runtime-suspended while the VM is off")]
+    awake, causes = sleep.awake, sleep.causes
     states = ", ".join(f"{d.address} {_power(d)}" for d in awake)
     if lv.problem and m.unlisted_processes:
         return [

@@ -7,6 +7,7 @@ anyway), so its absence is a message with the package to install, not a tracebac
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +38,12 @@ def _message(error: Exception) -> str:
     return (get() if get else None) or str(error)
 
 
-def connect(uri: str | None = None) -> Any:
+def connect(uri: str | None = None, *, read_only: bool = False) -> Any:
+    """A connection; ``read_only`` needs no privileges (libvirt's read-only socket is open to all)."""
     libvirt = _libvirt()
     uri = uri or DEFAULT_URI
     try:
-        return libvirt.open(uri)
+        return libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
     except libvirt.libvirtError as e:
         raise GpupassError(
             f"cannot connect to libvirt at {uri}: {_message(e)}",
@@ -121,3 +123,70 @@ def survey(conn: Any, name: str) -> Survey:
         return Survey(version(conn), host_cpus(conn), domains, xml, active)
     except libvirt.libvirtError as e:
         raise GpupassError(f"libvirt: {_message(e)}") from None
+
+
+# A domain's state, as gpupass power decides on it ----------------------------------------
+
+RUNNING, PAUSED, SHUT_OFF, MISSING = "running", "paused", "shut off", "missing"
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def state(conn: Any, name: str) -> tuple[str, str]:
+    """(running | paused | shut off | missing, libvirt's reason in words) of the domain ``name``."""
+    libvirt = _libvirt()
+    try:
+        domain = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return MISSING, ""
+    try:
+        code, reason = domain.state()
+    except libvirt.libvirtError as e:
+        raise GpupassError(f"libvirt: {name}: {_message(e)}") from None
+    if code in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+        words = {
+            libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+            libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+            libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+            libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+        }
+        return SHUT_OFF, words.get(reason, "") if code == libvirt.VIR_DOMAIN_SHUTOFF else "crashed"
+    if code in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+        return PAUSED, ""
+    return RUNNING, ""  # running, blocked, or already shutting down
+
+
+def has_guest_agent(conn: Any, name: str) -> bool:
+    """The domain has a channel for the QEMU guest agent (it may still not be answering)."""
+    root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    return any(t.get("name") == GUEST_AGENT_CHANNEL for t in root.iterfind("devices/channel/target"))
+
+
+def request_shutdown(conn: Any, name: str) -> list[str]:
+    """Ask the guest to shut down: the ACPI power button, then its guest agent where it has one.
+
+    Only a request: the guest decides. gpupass never destroys (forces off) a domain; there is no
+    call for it here. Returns notes on what could not be asked."""
+    libvirt = _libvirt()
+    domain = conn.lookupByName(name)
+    agent = has_guest_agent(conn, name)
+    notes = []
+    try:
+        domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    except libvirt.libvirtError as e:
+        notes.append(f"the ACPI power button could not be pressed: {_message(e)}")
+    if agent:
+        try:
+            domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        except libvirt.libvirtError as e:
+            notes.append(f"the guest agent was not asked: {_message(e)}")
+    if len(notes) == 1 + agent:  # nothing was asked
+        raise GpupassError(f"libvirt: {name}: " + "; ".join(notes))
+    return notes
+
+
+def start(conn: Any, name: str) -> None:
+    libvirt = _libvirt()
+    try:
+        conn.lookupByName(name).create()
+    except libvirt.libvirtError as e:
+        raise GpupassError(f"libvirt: cannot start {name}: {_message(e)}") from None

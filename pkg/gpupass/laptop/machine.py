@@ -131,6 +131,31 @@ class Battery:
     model: str | None
     manufacturer: str | None
     technology: str | None
+    status: str | None = None  # Charging, Discharging, Full, Not charging
+    capacity_percent: int | None = None  # capacity: the charge now
+    power_uw: int | None = None  # the draw now: power_now, or current_now × voltage_now
+
+
+@dataclass(frozen=True)
+class Mains:
+    """An AC adapter (power_supply of type Mains)."""
+
+    name: str  # AC, ADP1, ACAD
+    online: bool | None  # None: unreadable
+
+
+@dataclass(frozen=True)
+class PowerSupplies:
+    """The batteries and AC adapters, on their own: what ``gpupass power`` reads again while it waits."""
+
+    batteries: tuple[Battery, ...] = ()
+    mains: tuple[Mains, ...] = ()
+
+    @property
+    def on_ac(self) -> bool | None:
+        """True when an AC adapter is online, False when every one is offline, None without one."""
+        known = [m.online for m in self.mains if m.online is not None]
+        return any(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,7 @@ class Machine:
     performance_cores: tuple[int, ...] | None = None  # Intel hybrid P-core CPUs; None elsewhere
     dmi: Dmi = Dmi(None, None, None, None, None)
     batteries: tuple[Battery, ...] = ()
+    mains: tuple[Mains, ...] = ()
     acpi_tables: tuple[str, ...] = ()
     iommu_units: tuple[str, ...] = ()  # /sys/class/iommu entries: dmar0, ivhd0, ...
     cmdline: str | None = None
@@ -165,6 +191,10 @@ class Machine:
 
     def device(self, address: str) -> PciDevice | None:
         return next((d for d in self.pci if d.address == address), None)
+
+    @property
+    def power(self) -> PowerSupplies:
+        return PowerSupplies(self.batteries, self.mains)
 
     @property
     def has_iommu_groups(self) -> bool:
@@ -180,6 +210,7 @@ def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) 
     look at which processes hold VFIO files open."""
     groups, unlistable = _iommu_groups(root)
     cpuinfo = _cpuinfo(root)
+    supplies = power_supplies(root)
     users, unlisted = _vfio_users(root) if processes else ((), 0)
     return Machine(
         pci=_pci_devices(root, rebar),
@@ -191,7 +222,8 @@ def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) 
         cpus=_cpus(root, cpuinfo.get("processors", "")),
         performance_cores=cpu_list(_read(root / HYBRID_P_CORES)),
         dmi=_dmi(root),
-        batteries=_batteries(root),
+        batteries=supplies.batteries,
+        mains=supplies.mains,
         acpi_tables=_names(root / ACPI_TABLES),
         iommu_units=_names(root / CLASS_IOMMU),
         cmdline=_read(root / CMDLINE),
@@ -385,35 +417,46 @@ def _dmi(root: Path) -> Dmi:
     )
 
 
-def _batteries(root: Path) -> tuple[Battery, ...]:
-    found = []
+def power_supplies(root: Path = Path("/")) -> PowerSupplies:
+    """The batteries and AC adapters under ``root``: files the kernel serves from memory, readable by anyone."""
+    batteries, mains = [], []
     for name in _names(root / POWER_SUPPLY):
         supply = root / POWER_SUPPLY / name
-        if not name.startswith("BAT") and _read(supply / "type") != "Battery":
-            continue
+        kind = _read(supply / "type")
+        if kind == "Mains":
+            online = _read(supply / "online")
+            mains.append(Mains(name, None if online not in ("0", "1") else online == "1"))
+        elif name.startswith("BAT") or kind == "Battery":
+            batteries.append(_battery(name, supply))
+    return PowerSupplies(tuple(batteries), tuple(mains))
 
-        def number(attribute: str, supply: Path = supply) -> int | None:
-            return _int(_read(supply / attribute))
 
-        voltage_uv = number("voltage_min_design")
-        if number("energy_full_design") is not None:  # µWh
-            design = _scale(number("energy_full_design"), 1000)
-            full = _scale(number("energy_full"), 1000)
-        else:  # charge in µAh: energy = charge × design voltage
-            design = _energy(number("charge_full_design"), voltage_uv)
-            full = _energy(number("charge_full"), voltage_uv)
-        found.append(
-            Battery(
-                name=name,
-                design_mwh=design,
-                full_mwh=full,
-                design_voltage_mv=_scale(voltage_uv, 1000),
-                model=_read(supply / "model_name") or None,
-                manufacturer=_read(supply / "manufacturer") or None,
-                technology=_read(supply / "technology") or None,
-            )
-        )
-    return tuple(found)
+def _battery(name: str, supply: Path) -> Battery:
+    def number(attribute: str, supply: Path = supply) -> int | None:
+        return _int(_read(supply / attribute))
+
+    voltage_uv = number("voltage_min_design")
+    if number("energy_full_design") is not None:  # µWh
+        design = _scale(number("energy_full_design"), 1000)
+        full = _scale(number("energy_full"), 1000)
+    else:  # charge in µAh: energy = charge × design voltage
+        design = _energy(number("charge_full_design"), voltage_uv)
+        full = _energy(number("charge_full"), voltage_uv)
+    power = number("power_now")
+    if power is None and number("current_now") is not None and number("voltage_now") is not None:
+        power = round(number("current_now") * number("voltage_now") / 10**6)  # µA × µV = 10^-6 µW
+    return Battery(
+        name=name,
+        design_mwh=design,
+        full_mwh=full,
+        design_voltage_mv=_scale(voltage_uv, 1000),
+        model=_read(supply / "model_name") or None,
+        manufacturer=_read(supply / "manufacturer") or None,
+        technology=_read(supply / "technology") or None,
+        status=_read(supply / "status") or None,
+        capacity_percent=number("capacity"),
+        power_uw=None if power is None else abs(power),
+    )
 
 
 def _scale(value: int | None, divisor: int) -> int | None:

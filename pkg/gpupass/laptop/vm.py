@@ -686,7 +686,7 @@ def define(
 
 def cli(args: argparse.Namespace, model: Model) -> int:
     """``gpupass vm define | attach | detach`` (arguments parsed by gpupass.cli)."""
-    from . import libvirtconn
+    from . import libvirtconn, power
 
     conn = libvirtconn.connect(args.connect)
     try:
@@ -702,8 +702,11 @@ def cli(args: argparse.Namespace, model: Model) -> int:
                 template=Path(args.domain_xml),
                 images_dir=Path(args.images),
             )
+            power.remember_domain(args.name or model.vm.name, Path(args.record))
         elif args.vm_command == "attach":
             lines = attach(conn, args.name, model, dry_run=args.dry_run).lines("passthrough attached", args.dry_run)
+            if not args.dry_run:  # the domain gpupass power acts on, unless power.conf names one
+                power.remember_domain(args.name, Path(args.record))
         else:
             lines = detach(conn, args.name, dry_run=args.dry_run).lines("passthrough detached", args.dry_run)
     finally:

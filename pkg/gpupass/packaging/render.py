@@ -16,9 +16,9 @@ import jinja2
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, ssdt, systemd
+from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, power, ssdt, systemd
 
-ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, systemd, apparmor, modelfile)
+ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, systemd, apparmor, modelfile, power)
 
 
 class Templates:
@@ -57,12 +57,13 @@ def render_all(model: Model, templates: Templates | None = None) -> dict[str, by
 
 
 def write_tree(files: dict[str, bytes], dest: Path) -> None:
-    """Write rendered files under ``dest`` (a package root such as debian/<package>)."""
+    """Write rendered files under ``dest`` (a package root such as debian/<package>); a script
+    (``#!``) is executable."""
     for path, data in files.items():
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        target.chmod(0o644)
+        target.chmod(0o755 if data.startswith(b"#!") else 0o644)
 
 
 def iter_text(files: dict[str, bytes]) -> Iterator[tuple[str, str]]:
