@@ -86,24 +86,6 @@ DOMAIN = """\
 """
 
 
-def initramfs(kernel: vm_smoke.Kernel) -> bytes:
-    modules = " ".join(p.stem for p in kernel.modules)
-    directory, executable, regular, chardev = 0o040755, 0o100755, 0o100644, 0o020600
-    entries = [
-        ("bin", directory, b"", 0),
-        ("dev", directory, b"", 0),
-        ("dev/console", chardev, b"", (5 << 8) | 1),
-        ("lib", directory, b"", 0),
-        ("lib/modules", directory, b"", 0),
-        ("proc", directory, b"", 0),
-        ("sys", directory, b"", 0),
-        ("bin/busybox", executable, vm_smoke.BUSYBOX.read_bytes(), 0),
-        ("init", executable, INIT.format(mark=MARK, modules=modules).encode(), 0),
-    ]
-    entries += [(f"lib/modules/{p.name}", regular, p.read_bytes(), 0) for p in kernel.modules]
-    return vm_smoke.cpio_newc(entries)
-
-
 class Guest:
     def __init__(self, libvirtd: Daemon, serial: Path) -> None:
         self.libvirtd, self.serial_log = libvirtd, serial
@@ -135,8 +117,8 @@ def apply(root: Path, config: power.Config, uri: str) -> tuple[int, list[str]]:
 
 
 def test_shutdown_on_battery_asks_waits_and_never_forces(libvirtd: Daemon, tmp_path: Path) -> None:
-    kernel = vm_smoke.debian_kernel(vm_smoke.cache_dir() / "power", modules=("button", "evdev"))
-    (tmp_path / "initrd").write_bytes(initramfs(kernel))
+    kernel = vm_smoke.debian_kernel()
+    (tmp_path / "initrd").write_bytes(vm_smoke.initramfs(kernel, INIT, MARK))
     serial = tmp_path / "serial.log"
     xml = DOMAIN.format(name=NAME, kernel=kernel.vmlinuz, initrd=tmp_path / "initrd", serial=serial)
     (tmp_path / "domain.xml").write_text(xml)

@@ -28,8 +28,10 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("qemu", QEMU_NS)
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# efivarfs: the firmware's variables (SecureBoot, SetupMode) are read through it.
-GUEST_MODULES = ("ac", "battery", "efivarfs")
+# efivarfs: the firmware's variables (SecureBoot, SetupMode) are read through it. button and
+# evdev: the ACPI power button as an input device (test_power_vm's guest); one module list,
+# so every VM test shares one downloaded kernel.
+GUEST_MODULES = ("ac", "battery", "efivarfs", "button", "evdev")
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 BUSYBOX = Path("/bin/busybox")
 MARK = "GPUPASS-SMOKE"
@@ -213,7 +215,8 @@ def cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
     return bytes(out)
 
 
-def initramfs(kernel: Kernel) -> bytes:
+def initramfs(kernel: Kernel, init: str = INIT, mark: str = MARK) -> bytes:
+    """busybox, the kernel's modules and ``init`` (its {mark}, {modules} and {efi_global} filled in)."""
     modules = " ".join(p.stem for p in kernel.modules)
     directory, executable, regular, chardev = 0o040755, 0o100755, 0o100644, 0o020600
     entries = [
@@ -225,7 +228,7 @@ def initramfs(kernel: Kernel) -> bytes:
         ("proc", directory, b"", 0),
         ("sys", directory, b"", 0),
         ("bin/busybox", executable, BUSYBOX.read_bytes(), 0),
-        ("init", executable, INIT.format(mark=MARK, modules=modules, efi_global=EFI_GLOBAL).encode(), 0),
+        ("init", executable, init.format(mark=mark, modules=modules, efi_global=EFI_GLOBAL).encode(), 0),
     ]
     entries += [(f"lib/modules/{p.name}", regular, p.read_bytes(), 0) for p in kernel.modules]
     return cpio_newc(entries)
