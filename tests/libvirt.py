@@ -59,6 +59,12 @@ security_driver = "none"
 # D-Bus; without machined, libvirt would make a /machine cgroup of its own on the host and
 # leave it there. (The tests check what the guest sees, not its resource limits.)
 cgroup_controllers = [ ]
+# No private /dev (mount namespace) per guest. The fresh-machine test runs this daemon inside
+# a chroot, and libvirt's helpers that enter a guest's mount namespace (setns) land at that
+# namespace's root, outside the chroot: there they found neither the guest's disk nor the
+# swtpm socket, and QEMU found no /dev/urandom for the virtio-rng backend. QEMU then uses
+# the daemon's own /dev, as it does wherever libvirt was built without namespace support.
+namespaces = [ ]
 """
 
 # The daemons start in the namespace: mount the scratch directories over libvirt's own,
