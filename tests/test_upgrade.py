@@ -19,10 +19,10 @@ import pytest
 
 from gpupass import model, paths
 from gpupass.laptop import vm, xmledit
-from gpupass.packaging import repo
+from gpupass.packaging import debsrc, repo
 
 from . import chroot, sysfs
-from .conftest import git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import ROOT, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
 from .test_releases import APPARMOR_FIX, GRUB_ARGS, GRUB_SETTINGS, MODPROBE, NATIVE_DOMAIN, Image, apt, newest_kernel
 from .test_vbios import NVIDIA, RTX_3050_LAPTOP, rom_image
 
@@ -58,6 +58,17 @@ def build(clone: Path) -> Path:
     result = gpupass(clone, "build-deb", "aurora-z", "--out", str(clone / "build"))
     assert result.returncode == 0, result.stderr
     return next((clone / "build").glob(f"{PACKAGE}_*_all.deb"))
+
+
+OTHER = "hp-victus-16-rtx4060"
+OTHER_GRUB_ARGS = "intel_iommu=on iommu=pt vfio-pci.ids=10de:28a0,10de:22be"
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model's package, to switch to."""
+    model_file = ROOT / "models" / f"{OTHER}.toml"
+    return debsrc.build_deb(model.load(model_file), model_file, tmp_path_factory.mktemp("other"))
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +131,14 @@ def attached_domain(aurora: model.Model) -> str:
     return xmledit.to_text(root)
 
 
-def test_apt_upgrade_keeps_the_setup_and_refuses_another_laptop(
-    system, versions: Versions, aurora: model.Model
+def test_upgrade_refused_upgrade_and_model_switch(
+    system, versions: Versions, other_model: Path, aurora: model.Model
 ) -> None:
     """N installed and set up; N+1 refused on a laptop the model is not for (N stays, whole);
-    then upgraded: one initramfs rebuild, the new GRUB line, the admin's conffile kept."""
+    then upgraded: one initramfs rebuild, the new GRUB line, the admin's conffile kept; then
+    another model's package installed over it. (One system for the three: each step starts
+    from the state the one before leaves, as on a laptop, and the release's set-up and first
+    initramfs rebuild are paid once.)"""
     release, root = system
     serve(root, versions.repo_old)
     installed = apt(root, "install", "-y", "--no-install-recommends", PACKAGE)
@@ -195,6 +209,29 @@ def test_apt_upgrade_keeps_the_setup_and_refuses_another_laptop(
     assert dist.endswith(TEMPLATE_LINE) and ADMIN_RULE not in dist
     for path, content in kept.items():
         assert (root.root / path).read_bytes() == content, path
+
+    switch_models(root, release, other_model)
+
+
+def switch_models(root: chroot.Chroot, release: chroot.Release, other_model: Path) -> None:
+    """`apt install ./gpupass-<other>.deb` over the installed model: gpupass-model's conflict
+    removes the first, one initramfs rebuild, and of the first only its (inert) conffiles stay."""
+    first = set(root.run("dpkg-query", "-L", PACKAGE).stdout.split())
+    conffiles = set(root.run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout.split()[::2])
+    assert conffiles == {f"/{GRUB_DROP_IN}", f"/{APPARMOR_DROP_IN}"}
+    switched = apt(root, "install", "-y", "--no-install-recommends", root.copy_in(other_model))
+    assert f"Removing {PACKAGE} (" in switched, switched
+    assert f"Setting up gpupass-{OTHER} (" in switched, switched
+    assert initramfs_rebuilds(switched, release.initramfs) == 1, switched
+    assert root.run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE).stdout.strip() == "rc"
+    second = set(root.run("dpkg-query", "-L", f"gpupass-{OTHER}").stdout.split())
+    left = {p for p in first - second if (root.root / p.lstrip("/")).is_file()}
+    assert left == conffiles
+    # The first's GRUB drop-in is inert (its model file is gone): the line is the second's alone.
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {OTHER_GRUB_ARGS}"
+    image = Image(root, release.initramfs, newest_kernel(root), "/tmp/initrd-other")
+    assert "options vfio-pci ids=10de:28a0,10de:22be" in image.read(f"usr/lib/modprobe.d/gpupass-{OTHER}.conf")
+    assert image.read(MODPROBE) == ""
 
 
 def test_an_edited_grub_drop_in_is_kept_on_upgrade(plain_chroot: chroot.Chroot, versions: Versions) -> None:
