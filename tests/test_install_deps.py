@@ -46,6 +46,8 @@ TEST_TOOLS = {
     "dpkg": "dpkg",
     "dpkg-parsechangelog": "dpkg-dev",
     "lsinitramfs": "initramfs-tools-core",  # through gpupass doctor (laptop/command.run)
+    "piuparts": "piuparts",
+    "autopkgtest": "autopkgtest",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}
