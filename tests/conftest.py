@@ -129,7 +129,8 @@ def gpupass(clone: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 @pytest.fixture(scope="session")
 def plain_chroot_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     chroot.require_root_tools()
-    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd"))
+    # apt-utils: autopkgtest serves the .deb under test to the testbed with apt-ftparchive.
+    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd", "apt-utils"))
 
 
 @pytest.fixture
