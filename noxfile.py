@@ -198,8 +198,10 @@ def vm_smoke(session: nox.Session) -> None:
 
 @nox.session
 def piuparts(session: nox.Session) -> None:
-    """Debian's piuparts on one model: install/purge and the upgrade from its previous version, on
-    Debian 12 and 13 (root): nox -s piuparts MODEL=aurora-z"""
+    """Debian's piuparts on one model, Debian 12 and 13 (root): nox -s piuparts MODEL=aurora-z
+
+    install/purge, and the upgrade from the model's previous version through apt
+    (tests/test_piuparts.py)."""
     model = model_arg(session)
     session.env["GPUPASS_PIUPARTS_MODEL"] = model
     session.env["GPUPASS_RELEASES"] = "debian12,debian13"  # one row per Debian release

@@ -37,10 +37,11 @@ TEMPLATE_LINE = "# Changed in the next version (the upgrade test's commit).\n"
 GRUB_DROP_IN = f"etc/default/grub.d/{PACKAGE}.cfg"
 APPARMOR_DROP_IN = f"etc/apparmor.d/abstractions/libvirt-qemu.d/{PACKAGE}"
 ADMIN_RULE = "  /srv/isos/** r,  # added by the admin\n"
-# dpkg's conffile choices as apt-get passes them on a noninteractive upgrade (unattended-upgrades'
-# default): keep a changed conffile the admin edited, write the package's as .dpkg-dist.
+# dpkg's conffile choices for an upgrade nobody answers prompts for: keep a changed conffile the
+# admin edited (the default answer), write the package's new one beside it as .dpkg-dist.
 CONFFILE_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
-# apt-get reading only the gpupass repository (no mirror is reachable from every test machine).
+# apt-get update refreshing only the gpupass repository: the rest of the system stays as the
+# tarball made it, and nothing else is upgraded.
 ONLY_GPUPASS = ("-o", "Dir::Etc::SourceList=/dev/null")
 DOMAIN_FILE = "etc/libvirt/qemu/win11.xml"
 
