@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,24 +55,36 @@ def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path
     return out
 
 
-@pytest.fixture
-def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A throwaway key in a private keyring ($GNUPGHOME); yields its fingerprint, then stops
-    the gpg-agent that keyring started."""
-    home = tmp_path / "gnupg"
+def new_signing_key(home: Path) -> str:
+    """A throwaway key in a private keyring at ``home``; returns its fingerprint."""
     home.mkdir(mode=0o700)
-    monkeypatch.setenv("GNUPGHOME", str(home))
+    env = {**os.environ, "GNUPGHOME": str(home)}
     gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
     subprocess.run(
         [*gpg, "--quick-gen-key", "gpupass test <test@gpupass.example>", "ed25519", "sign", "never"],
         check=True,
         capture_output=True,
+        env=env,
     )
     listing = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--list-secret-keys"], check=True, capture_output=True, text=True
+        ["gpg", "--batch", "--with-colons", "--list-secret-keys"], check=True, capture_output=True, text=True, env=env
     ).stdout
-    yield next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def stop_gpg_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
+
+
+@pytest.fixture
+def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A throwaway key in a private keyring ($GNUPGHOME); yields its fingerprint, then stops
+    the gpg-agent that keyring started."""
+    home = tmp_path / "gnupg"
+    key = new_signing_key(home)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    yield key
+    stop_gpg_agent(home)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -116,12 +129,51 @@ def gpupass(clone: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 @pytest.fixture(scope="session")
 def plain_chroot_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     chroot.require_root_tools()
-    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd"))
+    # apt-utils: autopkgtest serves the .deb under test to the testbed with apt-ftparchive.
+    return chroot.make_tarball(tmp_path_factory.mktemp("chroot"), include=("python3", "systemd", "apt-utils"))
 
 
 @pytest.fixture
 def plain_chroot(plain_chroot_tarball: Path, tmp_path: Path) -> chroot.Chroot:
     return chroot.unpack(plain_chroot_tarball, tmp_path / "root")
+
+
+# The release matrix's systems, shared by every install-tier module that tests on each release
+# (test_releases, test_upgrade): each tarball is made once per session.
+@pytest.fixture(scope="session")
+def release_tarballs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """For each release, a system with a kernel, its initramfs tool, GRUB's common files, and
+    libvirt with AppArmor (whose abstraction decides the AppArmor notice). Made all at once:
+    mmdebstrap waits on the mirror and on dpkg as much as on a core."""
+    chroot.require_root_tools()
+    releases = chroot.releases()
+    dests = [tmp_path_factory.mktemp(release.name) for release in releases]
+
+    def make(release: chroot.Release, dest: Path) -> Path:
+        include = ("python3", release.initramfs, "linux-image-amd64", "grub2-common", "systemd")
+        include += ("libvirt-daemon-system", "apparmor", *release.extra)
+        return chroot.make_tarball(dest, include=include, suite=release.suite)
+
+    with ThreadPoolExecutor(max_workers=len(releases)) as pool:
+        return dict(zip((r.name for r in releases), pool.map(make, releases, dests), strict=True))
+
+
+@pytest.fixture(scope="session", params=chroot.releases(), ids=lambda r: r.name)
+def release_tarball(request: pytest.FixtureRequest, release_tarballs: dict[str, Path]):
+    return request.param, release_tarballs[request.param.name]
+
+
+@pytest.fixture
+def system(release_tarball, tmp_path: Path):
+    release, tarball = release_tarball
+    root = chroot.unpack(tarball, tmp_path / "root")
+    # What grub-pc's postinst does on a real system.
+    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
+    if release.initramfs == "dracut":
+        # Ubuntu 26.04's dracut builds hostonly images: only what this machine needs, and
+        # what the configuration forces.
+        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
+    return release, root
 
 
 # One libvirtd for the whole session, shared by the libvirt and vm-smoke tests.

@@ -52,6 +52,8 @@ TEST_TOOLS = {
     "UEFIExtract": "uefitool-cli",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
     "7z": "p7zip-full",  # test_firmware, and gpupass vbios from-update (laptop/command.run)
     "udevadm": "udev",
+    "piuparts": "piuparts",
+    "autopkgtest": "autopkgtest",
 }
 # Essential: on every Debian and Ubuntu system, never named in install-deps.
 ESSENTIAL = {"coreutils", "util-linux", "mount", "tar", "dpkg"}

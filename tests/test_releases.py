@@ -15,7 +15,6 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,42 +42,6 @@ APPARMOR_FIX = (
 )
 APPARMOR_NOTICE = "does not read /etc/apparmor.d/abstractions/libvirt-qemu.d/"
 OLD_KERNEL = "6.1.0-0-amd64"
-
-
-@pytest.fixture(scope="session")
-def release_tarballs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """For each release, a system with a kernel, its initramfs tool, GRUB's common files, and
-    libvirt with AppArmor (whose abstraction decides the AppArmor notice). Made all at once:
-    mmdebstrap waits on the mirror and on dpkg as much as on a core."""
-    chroot.require_root_tools()
-    releases = chroot.releases()
-    dests = [tmp_path_factory.mktemp(release.name) for release in releases]
-
-    def make(release: chroot.Release, dest: Path) -> Path:
-        include = ("python3", release.initramfs, "linux-image-amd64", "grub2-common", "systemd")
-        include += ("libvirt-daemon-system", "apparmor", *release.extra)
-        return chroot.make_tarball(dest, include=include, suite=release.suite)
-
-    with ThreadPoolExecutor(max_workers=len(releases)) as pool:
-        return dict(zip((r.name for r in releases), pool.map(make, releases, dests), strict=True))
-
-
-@pytest.fixture(scope="session", params=chroot.releases(), ids=lambda r: r.name)
-def release_tarball(request: pytest.FixtureRequest, release_tarballs: dict[str, Path]):
-    return request.param, release_tarballs[request.param.name]
-
-
-@pytest.fixture
-def system(release_tarball, tmp_path: Path):
-    release, tarball = release_tarball
-    root = chroot.unpack(tarball, tmp_path / "root")
-    # What grub-pc's postinst does on a real system.
-    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
-    if release.initramfs == "dracut":
-        # Ubuntu 26.04's dracut builds hostonly images: only what this machine needs, and
-        # what the configuration forces.
-        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
-    return release, root
 
 
 class Image:
