@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from gpupass import model, schema
-from gpupass.model import Battery, Cpu, Gpu, Model, PciFunction, Vm
+from gpupass.model import Battery, Cpu, Gpu, Guest, Model, PciFunction, Vm
 
 # Mixed into every free-text field so that XML-special, shell-special and non-ASCII
 # characters (and characters outside the Basic Multilingual Plane) turn up often, not
@@ -128,11 +128,31 @@ def batteries(draw: st.DrawFn) -> Battery:
 
 
 @st.composite
+def guests(draw: st.DrawFn, gpu: Gpu) -> Guest:
+    """Guest settings: NVPCF only for an NVIDIA GPU, its minimum TGP offset at most its maximum."""
+    nvpcf = draw(field_strategy(Guest, "nvpcf")) and gpu.functions[0].vendor == "10de"
+    high = draw(field_strategy(Guest, "nvpcf_max_tgp_offset_w"))
+    low = constraint_of(Guest, "nvpcf_min_tgp_offset_w")
+    return build(
+        draw, Guest, nvpcf=nvpcf, nvpcf_max_tgp_offset_w=high, nvpcf_min_tgp_offset_w=draw(st.integers(low.lo, high))
+    )
+
+
+@st.composite
 def models(draw: st.DrawFn) -> Model:
     """Models the loader accepts: every field from the schema, every cross-field rule met."""
     cpu, vm = draw(cpu_and_vm())
     gpu = build(draw, Gpu, functions=draw(gpu_functions()))
-    return build(draw, Model, id=draw(strategy_for(model.MODEL_ID)), cpu=cpu, vm=vm, gpu=gpu, battery=draw(batteries()))
+    return build(
+        draw,
+        Model,
+        id=draw(strategy_for(model.MODEL_ID)),
+        cpu=cpu,
+        vm=vm,
+        gpu=gpu,
+        battery=draw(batteries()),
+        guest=draw(guests(gpu)),
+    )
 
 
 # Machines (gpupass.laptop.machine snapshots) with a dGPU that can be passed through ------------

@@ -1,4 +1,5 @@
-"""The battery SSDT of each shipped model, pinned by its sha256 in tests/aml-checksums.txt.
+"""The battery SSDT of each shipped model, pinned by its sha256 in tests/aml-checksums.txt,
+and the NVPCF SSDT of each that turns guest.nvpcf on (as ``<model id>+nvpcf``).
 
 A change to the ASL template, the model, or iasl that moves an AML byte fails here until
 the file is regenerated on purpose (``nox -s tests -- --regenerate``) and the diff reviewed.
@@ -13,12 +14,13 @@ import pytest
 
 from gpupass import model, paths
 from gpupass.packaging import render
-from gpupass.packaging.artifacts import ssdt
+from gpupass.packaging.artifacts import nvpcf, ssdt
 
 from .conftest import MODELS, ROOT
 
 CHECKSUMS = ROOT / "tests" / "aml-checksums.txt"
 AML = str(paths.INSTALLED_AML).lstrip("/")
+NVPCF_AML = str(paths.NVPCF_AML).lstrip("/")
 HOW = (
     "if the change is intended, regenerate with `nox -s tests -- --regenerate`"
     " and review the diff of tests/aml-checksums.txt"
@@ -53,10 +55,12 @@ def drift(actual: dict[str, str], recorded: dict[str, str]) -> list[str]:
 @pytest.mark.tool
 def test_aml_of_every_model_is_as_recorded(regenerate: bool) -> None:
     templates = render.Templates()
-    actual = {
-        path.stem: hashlib.sha256(ssdt.render(model.load(path, f"models/{path.name}"), templates)[AML]).hexdigest()
-        for path in MODELS
-    }
+    actual = {}
+    for path in MODELS:
+        m = model.load(path, f"models/{path.name}")
+        actual[path.stem] = hashlib.sha256(ssdt.render(m, templates)[AML]).hexdigest()
+        if m.nvpcf:  # the experimental NVPCF table, where a model turns it on (none does by default)
+            actual[f"{path.stem}+nvpcf"] = hashlib.sha256(nvpcf.render(m, templates)[NVPCF_AML]).hexdigest()
     if regenerate:
         CHECKSUMS.write_text(format_checksums(actual), encoding="ascii")
     recorded = read_checksums(CHECKSUMS.read_text(encoding="ascii")) if CHECKSUMS.exists() else {}

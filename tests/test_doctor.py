@@ -826,3 +826,26 @@ def test_the_laptop_sides_command_runner_names_the_package_and_shows_stderr() ->
         command.run(["sh", "-c", "echo oops >&2; exit 3"], "dash")
     assert failed.value.lines() == ["sh -c echo oops >&2; exit 3 failed (3): oops"]
     assert command.run(["sh", "-c", "echo listed"], "dash") == "listed\n"
+
+
+def test_nvpcf_is_said_to_be_experimental(tmp_path: Path) -> None:
+    """Only for a model that turns it on (SET_UP above: aurora-z as shipped has no such line)."""
+    text = (ROOT / "models" / "aurora-z.toml").read_text(encoding="utf-8")
+    on = model.parse(
+        text + "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\n", "aurora-z", "x"
+    )
+    root = laptop(tmp_path)
+    facts = doctor.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
+    assert [f.line() for f in doctor.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
+        "fail: no NVPCF SSDT at /usr/share/gpupass/ssdt-nvpcf.aml: a VM that loads it does not start"
+        " (fix: sudo apt install --reinstall gpupass-aurora-z)"
+    ]
+    (root / "usr/share/gpupass").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/gpupass/ssdt-nvpcf.aml").write_bytes(b"SSDT")
+    facts = doctor.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
+    assert [f.line() for f in doctor.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
+        "warn: NVPCF is experimental: the guest gets a static \\_SB.NPCF for Dynamic Boost (TPP offset 80 W,"
+        " TGP offset 0 W to 35 W, not on battery), proven in emulation, not yet on a laptop"
+        " (fix: if Windows stops with ACPI_BIOS_ERROR, rebuild with guest.nvpcf = false; report how it went"
+        " (README: NVPCF))"
+    ]

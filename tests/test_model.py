@@ -307,3 +307,53 @@ def test_an_unknown_guest_layout_has_no_acpi_path() -> None:
         "hint: gpupass knows it for: root port 00:1c.0, device function 0",
     ]
     assert guest.gpu_acpi_path() == r"\_SB.PCI0.SE0.S00"
+
+
+# guest.nvpcf (experimental) ------------------------------------------------------------
+
+
+def test_nvpcf_is_off_by_default_and_takes_its_values(aurora: model.Model, aurora_text: str) -> None:
+    assert not aurora.guest.nvpcf and not aurora.nvpcf
+    on = aurora_text + (
+        "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\nnvpcf_min_tgp_offset_w = -5\n"
+    )
+    m = model.parse(on, "x", SRC)
+    assert m.nvpcf
+    g = m.guest
+    assert (g.nvpcf_ctgp_offset_w, g.nvpcf_tpp_offset_w, g.nvpcf_max_tgp_offset_w, g.nvpcf_min_tgp_offset_w) == (
+        0,
+        80,
+        35,
+        -5,
+    )
+    assert not g.nvpcf_on_battery
+
+
+def test_nvpcf_is_refused_for_a_gpu_that_is_not_nvidia() -> None:
+    text = (ROOT / "models" / "hp-victus-16-navi23.toml").read_text(encoding="utf-8") + "\n[guest]\nnvpcf = true\n"
+    with pytest.raises(ModelError) as e:
+        model.parse(text, "x", SRC)
+    assert e.value.problems == [
+        f"{SRC}: guest.nvpcf: true for a 1002 GPU (expected false: NVPCF is NVIDIA's, vendor 10de)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings,expected",
+    [
+        (
+            "nvpcf_max_tgp_offset_w = 10\nnvpcf_min_tgp_offset_w = 20\n",
+            "guest.nvpcf_min_tgp_offset_w: 20 exceeds guest.nvpcf_max_tgp_offset_w=10 (expected at most the maximum)",
+        ),
+        (
+            "nvpcf_tpp_offset_w = 256\n",
+            "guest.nvpcf_tpp_offset_w: 256 is out of range (expected an integer from -255 to 255 W)",
+        ),
+        ("nvpcf = 1\n", "guest.nvpcf: 1 is not a boolean (expected true or false)"),
+    ],
+    ids=["min-over-max", "tpp-out-of-range", "not-a-boolean"],
+)
+def test_bad_nvpcf_values_are_refused(aurora_text: str, settings: str, expected: str) -> None:
+    with pytest.raises(ModelError) as e:
+        model.parse(aurora_text + "\n[guest]\n" + settings, "x", SRC)
+    assert e.value.problems == [f"{SRC}: {expected}"]

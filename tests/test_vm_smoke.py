@@ -81,6 +81,10 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
         rom_aml = tmp_path / romtable.NAME
         rom_aml.write_bytes(romtable.ssdt(GUEST_ROM))
         tables[str(paths.ROM_AML)] = rom_aml
+    if loaded.nvpcf:
+        nvpcf_aml = tmp_path / paths.NVPCF_AML.name
+        nvpcf_aml.write_bytes(files[str(paths.NVPCF_AML).lstrip("/")])
+        tables[str(paths.NVPCF_AML)] = nvpcf_aml
     initrd = tmp_path / "initramfs.cpio"
     initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
     serial_log = tmp_path / "serial.log"
@@ -125,7 +129,8 @@ def assert_windows_11_platform(report: vm_smoke.GuestReport) -> None:
     major version 2 (swtpm, through libvirt) with its ACPI TPM2 table, and Secure Boot
     capable but off: Debian's OVMF_CODE_4M.fd with OVMF_VARS_4M.fd has the Secure Boot
     variables, SecureBoot 0 and SetupMode 1 (no keys enrolled)."""
-    assert report.platform == {
+    platform = {key: value for key, value in report.platform.items() if key != "acpi NVDA0820"}
+    assert platform == {
         "firmware": "uefi",
         "tpm tpm_version_major": "2",
         "acpi TPM2": "present",
@@ -150,6 +155,7 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     assert report.supply_of_type("Mains").get("online") == "1", "\n".join(report.lines)
     assert_windows_11_platform(report)
     assert_gpu_slot_has_the_known_acpi_node(report)
+    assert report.platform["acpi NVDA0820"] == "absent", "\n".join(report.lines)  # guest.nvpcf is off
 
 
 def linux_acpi_path(path: str) -> str:
@@ -260,3 +266,20 @@ MEMINFO = "MemTotal: {ram} kB\nSwapTotal: 0 kB\nCommitLimit: {ram} kB\nCommitted
 def test_guest_keeps_model_memory_unless_host_cannot_map_it(ram_gib: int, overcommit: str, expected: int) -> None:
     meminfo = MEMINFO.format(ram=ram_gib * 1024 * 1024)
     assert vm_smoke.guest_memory_mib(16384, meminfo, overcommit) == expected
+
+
+def test_the_experimental_nvpcf_table_loads_without_acpi_errors(
+    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path
+) -> None:
+    """guest.nvpcf (on in no shipped model): the guest's kernel loads the NPCF SSDT next to the
+    others, and logs no ACPI error."""
+    text = (ROOT / "models" / "aurora-z.toml").read_text(encoding="utf-8")
+    model_file = tmp_path / "aurora-z.toml"
+    model_file.write_text(text + "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\n")
+    loaded, domain, serial_log = smoke_domain(model_file, guest_kernel, tmp_path)
+    libvirtd.virsh("define", str(domain))
+    boot, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+    nvpcf_ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {loaded.acpi.oem_id} +NVPCF "
+    assert re.search(nvpcf_ssdt, boot.serial()), f"no NVPCF SSDT in the guest\n{boot.logs()}"
+    assert report.platform["acpi NVDA0820"] == "present", "\n".join(report.lines)
+    assert_gpu_slot_has_the_known_acpi_node(report)

@@ -75,6 +75,8 @@ done
 [ -d /sys/firmware/efi ] && echo "{mark} firmware uefi" || echo "{mark} firmware bios"
 echo "{mark} tpm tpm_version_major=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none)"
 [ -e /sys/firmware/acpi/tables/TPM2 ] && echo "{mark} acpi TPM2=present" || echo "{mark} acpi TPM2=absent"
+# gpupass's experimental NPCF device (guest.nvpcf), as the kernel enumerated it from the SSDT.
+[ -e /sys/bus/acpi/devices/NVDA0820:00 ] && echo "{mark} acpi NVDA0820=present" || echo "{mark} acpi NVDA0820=absent"
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars && echo "{mark} efivarfs mounted"
 for name in SecureBoot SetupMode; do
     file=/sys/firmware/efi/efivars/$name-{efi_global}

@@ -161,6 +161,10 @@ class Acpi:
     oem_revision: int = spec(schema.Int(0, 0xFFFFFFFF), default=1, doc="SSDT OEM revision")
 
 
+# NVPCF power offsets: whole watts; the table carries them as signed 1/8 W units (16 bits).
+NVPCF_WATTS = schema.Int(-255, 255, unit="W")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Guest:
     acpi_rom: bool = spec(
@@ -169,6 +173,33 @@ class Guest:
         doc="serve the stored vBIOS to the guest through ACPI _ROM on the GPU's guest node (an SSDT written"
         " on the laptop whenever the vBIOS is stored), as NVIDIA's driver and nouveau read it on Optimus"
         " laptops; NVIDIA GPUs only; proven in emulation (QEMU 7.2), not yet on a laptop",
+    )
+    nvpcf: bool = spec(
+        schema.Bool(),
+        default=False,
+        doc="EXPERIMENTAL: give the guest a static NVIDIA Platform Controllers and Framework device"
+        " (\\_SB.NPCF, NVDA0820) offering Dynamic Boost with the nvpcf_* values below; NVIDIA GPUs only;"
+        " proven in emulation (ACPICA over QEMU 7.2's tables), not yet on a laptop",
+    )
+    nvpcf_ctgp_offset_w: int = spec(
+        NVPCF_WATTS,
+        default=0,
+        doc="NVPCF: configurable TGP offset on AC, from the GPU's default TGP (the 'base TGP offset')",
+    )
+    nvpcf_tpp_offset_w: int = spec(
+        NVPCF_WATTS,
+        default=0,
+        doc="NVPCF: Dynamic Boost's target total processor power (CPU + GPU) on AC, as an offset from the"
+        " GPU's default TGP",
+    )
+    nvpcf_max_tgp_offset_w: int = spec(
+        NVPCF_WATTS, default=0, doc="NVPCF: the most Dynamic Boost may add to the GPU's default TGP on AC"
+    )
+    nvpcf_min_tgp_offset_w: int = spec(
+        NVPCF_WATTS, default=0, doc="NVPCF: the least Dynamic Boost may give the GPU, as an offset from its default TGP"
+    )
+    nvpcf_on_battery: bool = spec(
+        schema.Bool(), default=False, doc="NVPCF: let Dynamic Boost run on battery too (default: AC only)"
     )
 
 
@@ -203,6 +234,11 @@ class Model:
     def acpi_rom(self) -> bool:
         """Whether the guest gets the _ROM SSDT: asked for, and an NVIDIA GPU (whose drivers read it)."""
         return self.guest.acpi_rom and self.gpu_function.vendor == "10de"
+
+    @property
+    def nvpcf(self) -> bool:
+        """Whether the guest gets the experimental NPCF SSDT (guest.nvpcf; refused for other GPUs)."""
+        return self.guest.nvpcf
 
     @property
     def kernel_args(self) -> tuple[str, ...]:
@@ -328,6 +364,22 @@ def _cross_checks(model: Model) -> list[tuple[str, str]]:
             problems.append(
                 (f"vm.{field_name}", f"{show(path)} is a Secure Boot build (expected e.g. /usr/share/OVMF/{example})")
             )
+    g = model.guest
+    if g.nvpcf and model.gpu_function.vendor != "10de":
+        problems.append(
+            (
+                "guest.nvpcf",
+                f"true for a {model.gpu_function.vendor} GPU (expected false: NVPCF is NVIDIA's, vendor 10de)",
+            )
+        )
+    if g.nvpcf_min_tgp_offset_w > g.nvpcf_max_tgp_offset_w:
+        problems.append(
+            (
+                "guest.nvpcf_min_tgp_offset_w",
+                f"{g.nvpcf_min_tgp_offset_w} exceeds guest.nvpcf_max_tgp_offset_w={g.nvpcf_max_tgp_offset_w}"
+                " (expected at most the maximum)",
+            )
+        )
     b = model.battery
     if b.full_capacity_mwh > b.design_capacity_mwh:
         problems.append(

@@ -29,6 +29,8 @@ def installed_model(model_id: str) -> Path:
 
 
 INSTALLED_AML = SHARE / "ssdt-battery.aml"
+# The experimental NVPCF (Dynamic Boost) SSDT of a model with guest.nvpcf.
+NVPCF_AML = SHARE / "ssdt-nvpcf.aml"
 INSTALLED_DOMAIN = SHARE / "domain.xml"
 STATE_DIR = Path("/var/lib/gpupass")
 VBIOS_ROM = STATE_DIR / "vbios.rom"

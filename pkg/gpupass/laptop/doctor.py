@@ -91,6 +91,7 @@ class Facts:
     vbios_mode: int | None = None  # the file's permission bits, when there is one
     vbios_origin: str | None = None  # the record beside it of where it came from; None: no record
     rom_aml: bytes | None = None  # the guest's _ROM SSDT beside the vBIOS; None: no file
+    nvpcf_aml: bool = False  # the package's NVPCF SSDT is there (guest.nvpcf)
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -200,6 +201,7 @@ def gather(
         vbios_mode=vbios_mode,
         vbios_origin=vbios_origin,
         rom_aml=rom_aml,
+        nvpcf_aml=under(root, paths.NVPCF_AML).is_file(),
     )
 
 
@@ -671,6 +673,33 @@ def check_rom_table(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     ]
 
 
+def check_nvpcf(model: Model, m: Machine, facts: Facts) -> list[Finding]:
+    """guest.nvpcf is experimental: said on every run, with what the table offers."""
+    if not model.nvpcf:
+        return []
+    if not facts.nvpcf_aml:
+        return [
+            Finding(
+                "nvpcf",
+                FAIL,
+                f"no NVPCF SSDT at {paths.NVPCF_AML}: a VM that loads it does not start",
+                f"sudo apt install --reinstall {model.package}",
+            )
+        ]
+    g = model.guest
+    return [
+        Finding(
+            "nvpcf",
+            WARN,
+            f"NVPCF is experimental: the guest gets a static \\_SB.NPCF for Dynamic Boost (TPP offset"
+            f" {g.nvpcf_tpp_offset_w} W, TGP offset {g.nvpcf_min_tgp_offset_w} W to {g.nvpcf_max_tgp_offset_w} W,"
+            f" {'also' if g.nvpcf_on_battery else 'not'} on battery), proven in emulation, not yet on a laptop",
+            "if Windows stops with ACPI_BIOS_ERROR, rebuild with guest.nvpcf = false;"
+            " report how it went (README: NVPCF)",
+        )
+    ]
+
+
 Check = Callable[[Model, Machine, Facts], list[Finding]]
 CHECKS: tuple[Check, ...] = (
     check_cpu,
@@ -681,6 +710,7 @@ CHECKS: tuple[Check, ...] = (
     check_group,
     check_vbios,
     check_rom_table,
+    check_nvpcf,
     check_ovmf,
     check_libvirt,
     check_apparmor,

@@ -51,6 +51,7 @@ class Context:
     vbios: str = str(paths.VBIOS_ROM)
     aml: str = str(paths.INSTALLED_AML)
     rom_aml: str = str(paths.ROM_AML)
+    nvpcf_aml: str = str(paths.NVPCF_AML)
     notices: list[str] = field(default_factory=list)
 
 
@@ -236,6 +237,13 @@ def piece_rom_table(editor: Editor, ctx: Context) -> None:
     _acpi_table(editor, ctx, ctx.rom_aml, native_allowed=False)
 
 
+def piece_nvpcf_table(editor: Editor, ctx: Context) -> None:
+    """The experimental NVPCF SSDT (guest.nvpcf): \\_SB.NPCF needs no node of QEMU's, so no
+    machine type is left out. A -acpitable argument, as the _ROM table (one raw table in libvirt)."""
+    if ctx.model.nvpcf:
+        _acpi_table(editor, ctx, ctx.nvpcf_aml, native_allowed=False)
+
+
 def piece_smbios(editor: Editor, ctx: Context) -> None:
     editor.ensure("sysinfo[@type='smbios']", container=True, before=("bootloader", "os"))
     for name in SMBIOS_FIELDS:
@@ -376,6 +384,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     ("64-bit MMIO window", piece_mmio_window),
     ("battery table", piece_battery_table),
     ("vBIOS _ROM table", piece_rom_table),
+    ("NVPCF table (experimental)", piece_nvpcf_table),
     ("SMBIOS sysinfo", piece_smbios),
     (FIRMWARE_PIECE, piece_firmware),
     ("hidden KVM", piece_hidden_kvm),

@@ -16,9 +16,9 @@ import jinja2
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, power, ssdt, systemd
+from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, nvpcf, power, ssdt, systemd
 
-ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, systemd, apparmor, modelfile, power)
+ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, nvpcf, systemd, apparmor, modelfile, power)
 
 
 class Templates:

@@ -47,15 +47,18 @@ class Hostdev:
 
 
 def qemu_args(model: Model) -> tuple[str, ...]:
-    """Extra QEMU arguments: the 64-bit MMIO window, the fake-battery SSDT and (guest.acpi_rom)
-    the SSDT whose _ROM serves the vBIOS, written on the laptop beside it."""
+    """Extra QEMU arguments: the 64-bit MMIO window, the fake-battery SSDT, (guest.acpi_rom)
+    the SSDT whose _ROM serves the vBIOS, written on the laptop beside it, and (guest.nvpcf,
+    experimental) the package's NVPCF SSDT."""
     rom_table = ("-acpitable", f"file={paths.ROM_AML}") if model.acpi_rom else ()
+    nvpcf_table = ("-acpitable", f"file={paths.NVPCF_AML}") if model.nvpcf else ()
     return (
         "-fw_cfg",
         f"opt/ovmf/X-PciMmio64Mb,string={model.gpu.mmio64_mb}",
         "-acpitable",
         f"file={paths.INSTALLED_AML}",
         *rom_table,
+        *nvpcf_table,
     )
 
 

@@ -18,17 +18,17 @@ def render_asl(model: Model, templates) -> str:
     return templates.render(TEMPLATE, model, acpi=model.acpi, battery=model.battery).decode("utf-8")
 
 
-def compile_asl(asl: str) -> bytes:
+def compile_asl(asl: str, name: str = ASL_NAME, what: str = "the battery SSDT") -> bytes:
     """Compile ASL source with iasl; on failure, iasl's own messages (which quote each
     offending ASL line with its number) reach the user, naming the file as shipped."""
     with tempfile.TemporaryDirectory(prefix="gpupass-iasl-") as tmp:
-        source = Path(tmp) / ASL_NAME
+        source = Path(tmp) / name
         source.write_text(asl, encoding="ascii")
         try:
-            tools.run("iasl", "-vs", "-p", Path(tmp) / "ssdt", source, cwd=Path(tmp), what="compiling the battery SSDT")
+            tools.run("iasl", "-vs", "-p", Path(tmp) / "ssdt", source, cwd=Path(tmp), what=f"compiling {what}")
         except ToolError as e:
-            lines = [line.replace(str(source), ASL_NAME) for line in e.problems]
-            raise ToolError(lines, hint=f"the rendered ASL is in the package as {paths.SHARE}/{ASL_NAME}") from None
+            lines = [line.replace(str(source), name) for line in e.problems]
+            raise ToolError(lines, hint=f"the rendered ASL is in the package as {paths.SHARE}/{name}") from None
         return (Path(tmp) / "ssdt.aml").read_bytes()
 
 
