@@ -34,6 +34,7 @@ from gpupass.packaging import aml, render
 from gpupass.packaging.artifacts import apparmor, domain, nvpcf
 
 from .conftest import ROOT
+from .test_romtable import acpiexec_buffer
 
 DSDT = ROOT / "tests" / "data" / "qemu-7.2-q35-dsdt.aml"
 GUID = uuid.UUID("36b49710-2483-11e7-9598-0800200c9a66")  # guids.c: NVPCF_ACPI_DSM_GUID
@@ -295,16 +296,7 @@ def dsm(aml_file: Path, function: int, arg3: bytes = b"\0", revision: int = REVI
     integer = re.search(r"\[Integer\] = ([0-9A-F]+)", out)
     if integer:
         return int(integer.group(1), 16)
-    marker = re.search(r"\[Buffer\] Length ([0-9A-F]+) =", out)
-    assert marker, out
-    data = bytearray()
-    for line in out[marker.end() :].splitlines():
-        row = re.fullmatch(r"\s*([0-9A-F]{4}): ((?:[0-9A-F]{2} )+)\s*//.*", line)
-        if row:
-            assert int(row.group(1), 16) == len(data), out
-            data += bytes.fromhex(row.group(2))
-    assert len(data) == int(marker.group(1), 16), out
-    return bytes(data)
+    return acpiexec_buffer(out)
 
 
 @pytest.fixture(scope="module")

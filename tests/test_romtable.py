@@ -120,6 +120,11 @@ def acpiexec_rom(tmp_path: Path, offset: int, length: int) -> bytes:
     command = f"evaluate {guest.gpu_acpi_path()}._ROM {offset} {length}"
     out = run("acpiexec", "-b", command, DSDT, ssdt, cwd=tmp_path)
     assert "successfully acquired and loaded" in out and "Error" not in out, out
+    return acpiexec_buffer(out)
+
+
+def acpiexec_buffer(out: str) -> bytes:
+    """The Buffer acpiexec printed as a method's result (its hex dump, row by row)."""
     marker = re.search(r"\[Buffer\] Length ([0-9A-F]+) =", out)
     assert marker, out
     data = bytearray()
@@ -129,7 +134,7 @@ def acpiexec_rom(tmp_path: Path, offset: int, length: int) -> bytes:
             assert int(row.group(1), 16) == len(data), out  # the dump's offsets follow each other
             data += bytes.fromhex(row.group(2))
     assert len(data) == int(marker.group(1), 16), out
-    return data
+    return bytes(data)
 
 
 @pytest.mark.tool
