@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from gpupass import cli, paths
 from gpupass.laptop import libvirtconn, machine, power
+from gpupass.model import load
 from gpupass.packaging import render
 
 from .sysfs import build_sysfs, changed
@@ -388,3 +389,14 @@ def _status_as_nobody(tmp_path: Path, shared: Path) -> None:
         except BaseException:
             os._exit(4)
     assert os.waitpid(pid, 0)[1] >> 8 == 0
+
+
+def test_power_conf_is_the_same_in_every_models_package() -> None:
+    """Installing another model's package over one whose power.conf the admin edited keeps the
+    admin's file silently only if the two packages ship the same bytes (else dpkg prompts, and
+    apt without a terminal fails: seen in test_upgrade's model switch)."""
+    shipped = {
+        render.render_all(load(path))[str(paths.POWER_CONF).lstrip("/")]
+        for path in sorted((paths.MODELS_DIR).glob("*.toml"))
+    }
+    assert len(shipped) == 1, shipped

@@ -2,7 +2,11 @@
 when the AC adapter comes or goes, and the libvirt hook that records what the dGPU did on release.
 
 The hook ships under /usr/lib/gpupass; debian/rules links it into /etc/libvirt/hooks/qemu.d/
-(a link is no conffile, so apt remove takes it away)."""
+(a link is no conffile, so apt remove takes it away).
+
+power.conf is one path for every model, and the same bytes in every model's package: a
+switch to another model's package takes the admin's settings over as they are, without a
+conffile prompt (dpkg asks only when the package's own version changed)."""
 
 from __future__ import annotations
 
