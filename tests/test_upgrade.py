@@ -37,6 +37,8 @@ TEMPLATE_LINE = "# Changed in the next version (the upgrade test's commit).\n"
 GRUB_DROP_IN = f"etc/default/grub.d/{PACKAGE}.cfg"
 APPARMOR_DROP_IN = f"etc/apparmor.d/abstractions/libvirt-qemu.d/{PACKAGE}"
 ADMIN_RULE = "  /srv/isos/** r,  # added by the admin\n"
+# The admin's choice in gpupass power's conffile (unchanged by N+1: dpkg keeps it as it is).
+POWER_CONF = "etc/gpupass/power.conf"
 # dpkg's conffile choices for an upgrade nobody answers prompts for: keep a changed conffile the
 # admin edited (the default answer), write the package's new one beside it as .dpkg-dist.
 CONFFILE_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
@@ -157,12 +159,14 @@ def test_upgrade_refused_upgrade_and_model_switch(
         root.run("sh", "-c", APPARMOR_FIX.strip())
     with (root.root / APPARMOR_DROP_IN).open("a") as drop_in:
         drop_in.write(ADMIN_RULE)
+    power_conf = root.root / POWER_CONF
+    power_conf.write_text(power_conf.read_text().replace("on_battery = notify", "on_battery = shutdown"))
     (root.root / DOMAIN_FILE).write_text(attached_domain(aurora))
     (root.root / "var/lib/gpupass/domains").mkdir()
     (root.root / "var/lib/gpupass/domains/win11.20260101T000000Z.xml").write_text(NATIVE_DOMAIN)
     kept = {
         path: (root.root / path).read_bytes()
-        for path in (paths.VBIOS_ROM.relative_to("/"), DOMAIN_FILE, APPARMOR_DROP_IN,
+        for path in (paths.VBIOS_ROM.relative_to("/"), DOMAIN_FILE, APPARMOR_DROP_IN, POWER_CONF,
                      "var/lib/gpupass/domains/win11.20260101T000000Z.xml")
     }  # fmt: skip
     image = Image(root, release.initramfs, newest_kernel(root), "/tmp/initrd-old")
@@ -177,10 +181,10 @@ def test_upgrade_refused_upgrade_and_model_switch(
     assert "error: this CPU is AuthenticAMD (amd), the model is for intel" in refused.stderr
     assert "hint: fix the problems above, or set GPUPASS_FORCE=1 to install anyway" in refused.stderr
     assert f"new {PACKAGE} package pre-installation script subprocess returned error exit status 1" in refused.stderr
-    # N stays installed and whole: every file as the package shipped it but the admin's conffile.
+    # N stays installed and whole: every file as the package shipped it but the admin's conffiles.
     assert status(root) == f"{versions.old} ii"
     verify = root.run("dpkg", "--verify", PACKAGE, check=False).stdout
-    assert verify == f"??5?????? c /{APPARMOR_DROP_IN}\n"
+    assert sorted(verify.splitlines()) == [f"??5?????? c /{APPARMOR_DROP_IN}", f"??5?????? c /{POWER_CONF}"]
     assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {GRUB_ARGS}"
     assert root.run("gpupass", "check", check=False).stdout.splitlines()[0] == (
         "gpupass check: MECHREVO Aurora Z (gpupass-aurora-z)"
@@ -219,7 +223,7 @@ def switch_models(root: chroot.Chroot, release: chroot.Release, other_model: Pat
     removes the first, one initramfs rebuild, and of the first only its (inert) conffiles stay."""
     first = set(root.run("dpkg-query", "-L", PACKAGE).stdout.split())
     conffiles = set(root.run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout.split()[::2])
-    assert conffiles == {f"/{GRUB_DROP_IN}", f"/{APPARMOR_DROP_IN}"}
+    assert conffiles == {f"/{GRUB_DROP_IN}", f"/{APPARMOR_DROP_IN}", f"/{POWER_CONF}"}
     switched = apt(root, "install", "-y", "--no-install-recommends", root.copy_in(other_model))
     assert f"Removing {PACKAGE} (" in switched, switched
     assert f"Setting up gpupass-{OTHER} (" in switched, switched
@@ -227,7 +231,11 @@ def switch_models(root: chroot.Chroot, release: chroot.Release, other_model: Pat
     assert root.run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE).stdout.strip() == "rc"
     second = set(root.run("dpkg-query", "-L", f"gpupass-{OTHER}").stdout.split())
     left = {p for p in first - second if (root.root / p.lstrip("/")).is_file()}
-    assert left == conffiles
+    assert left == conffiles - second
+    # power.conf is every model's (the same bytes in each package): the admin's settings carry
+    # over to the second model as they were, without a conffile prompt.
+    assert conffiles & second == {f"/{POWER_CONF}"}
+    assert "\non_battery = shutdown\n" in (root.root / POWER_CONF).read_text()
     # The first's GRUB drop-in is inert (its model file is gone): the line is the second's alone.
     assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {OTHER_GRUB_ARGS}"
     image = Image(root, release.initramfs, newest_kernel(root), "/tmp/initrd-other")
