@@ -489,13 +489,18 @@ class SetupData:
     problem: str = ""  # why type or data could not be read
 
 
+def _numbered(directory: Path) -> list[str]:
+    """The entries of ``directory`` named by a number (setup_data/N, dri/N), in number order."""
+    return sorted((n for n in _names(directory) if n.isdigit()), key=int)
+
+
 def setup_data(root: Path = Path("/")) -> tuple[SetupData, ...] | None:
     """Every ``setup_data/N`` entry, in number order; None when the directory is not there."""
     directory = root / SETUP_DATA
     if not directory.is_dir():
         return None
     entries = []
-    for name in sorted((n for n in _names(directory) if n.isdigit()), key=int):
+    for name in _numbered(directory):
         entry = directory / name
         problems = []
         try:
@@ -528,7 +533,7 @@ def dri_debugfs(root: Path = Path("/")) -> tuple[DriDebugfs, ...] | None:
     if not directory.is_dir():
         return None
     found = []
-    for name in sorted((n for n in _names(directory) if n.isdigit()), key=int):
+    for name in _numbered(directory):
         match = re.search(r"\bdev=(\S+)", _read(directory / name / "name") or "")
         found.append(DriDebugfs(f"/{DRI_DEBUGFS}/{name}", match.group(1) if match else None))
     return tuple(found)
