@@ -33,14 +33,9 @@ NAME = "gpupass-power-guest"
 WAIT = 300  # seconds at most for the guest to answer under TCG on a 2-core machine (it takes a few)
 # The event device of the ACPI power button ("Power Button", as drivers/acpi/button.c names
 # its input device); one press is four 24-byte struct input_event: key down, sync, key up, sync.
-INIT = """\
-#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /bin
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-/bin/busybox --install -s /bin
-export PATH=/bin
+INIT = (
+    vm_smoke.BUSYBOX_INIT
+    + """\
 for module in {modules}; do
     insmod "/lib/modules/$module.ko" || echo "{mark} insmod $module failed"
 done
@@ -66,6 +61,7 @@ while :; do
     fi
 done
 """
+)
 DOMAIN = """\
 <domain type="qemu">
   <name>{name}</name>

@@ -38,9 +38,8 @@ MARK = "GPUPASS-SMOKE"
 # The emulated device that stands at the GPU's guest address: virtio-rng (modern virtio id).
 STAND_IN_IDS = "0x1af4:0x1044"
 
-# The guest's /init: load the ACPI AC and battery drivers, print what they found and the
-# DMI strings, power off. Every line the test reads starts with MARK.
-INIT = """\
+# What every test guest's /init starts with: the kernel's file systems and busybox's applets.
+BUSYBOX_INIT = """\
 #!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /bin
 /bin/busybox mount -t proc proc /proc
@@ -48,6 +47,12 @@ INIT = """\
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
+"""
+# The guest's /init: load the ACPI AC and battery drivers, print what they found and the
+# DMI strings, power off. Every line the test reads starts with MARK.
+INIT = (
+    BUSYBOX_INIT
+    + """\
 echo "{mark} init started"
 for module in {modules}; do
     insmod "/lib/modules/$module.ko" && echo "{mark} insmod $module ok" || echo "{mark} insmod $module failed"
@@ -97,6 +102,7 @@ dmesg | grep -e "AE_" -e "ACPI BIOS Error" -e "ACPI Error" | sed "s/^/{mark} acp
 echo "{mark} done"
 poweroff -f
 """
+)
 
 # The Hyper-V enlightenments QEMU's TCG refuses to start with (see smoke_domain).
 TCG_LACKS_HYPERV = ("vpindex", "synic", "stimer", "tlbflush", "ipi")
