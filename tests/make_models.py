@@ -12,7 +12,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from gpupass.laptop import machine, probe
+from gpupass.laptop import machine
+from gpupass.laptop.onboarding import probe
 
 from .layouts import LAYOUTS
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.laptop import vm, xmledit
+from gpupass.laptop.vm import define as vm_define
+from gpupass.laptop.vm import xmledit
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -103,7 +104,7 @@ def test_every_class_virt_install_gives_is_in_gpupass_or_in_designs_table(libvir
     ).stdout  # fmt: skip
     aurora = model.load(ROOT / "models" / "aurora-z.toml")
     template = render.render_all(aurora)[DOMAIN].decode().replace('<domain type="kvm"', '<domain type="qemu"', 1)
-    ours = vm.define_xml(template, aurora, name="beside-gpupass", disk=disk, iso=iso)
+    ours = vm_define.define_xml(template, aurora, name="beside-gpupass", disk=disk, iso=iso)
     for name, xml in (("beside-virt-install", printed), ("beside-gpupass", ours)):
         (tmp_path / f"{name}.xml").write_text(xml)
         libvirtd.virsh("define", str(tmp_path / f"{name}.xml"))

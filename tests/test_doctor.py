@@ -2,7 +2,7 @@
 
 The trees come from tests/sysfs.py (with the files doctor reads besides sysfs: the vBIOS, OVMF,
 AppArmor, modules.builtin); the initramfs listing and libvirt's answers are handed in as data
-(``doctor.Initramfs``, ``doctor.Libvirt``), as gather() would have read them. The tool-tier
+(``doctor_facts.Initramfs``, ``doctor_facts.Libvirt``), as gather() would have read them. The tool-tier
 test at the end asks a real libvirtd.
 """
 
@@ -24,7 +24,16 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import doctor, libvirtconn, machine, probe, romtable, vbios, vm
+from gpupass.laptop import machine
+from gpupass.laptop.doctor import diagnose as doctor_diagnose
+from gpupass.laptop.doctor import facts as doctor_facts
+from gpupass.laptop.doctor import finding as doctor_finding
+from gpupass.laptop.doctor import vm as doctor_vm
+from gpupass.laptop.onboarding import probe
+from gpupass.laptop.rom import acpi_table
+from gpupass.laptop.rom import store as rom_store
+from gpupass.laptop.vm import define as vm_define
+from gpupass.laptop.vm import libvirtconn, xmledit
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -49,7 +58,7 @@ SET_UP_PCI = {
 AWAKE = changed(SET_UP_PCI, "0000:01:00.0", runtime_status="active", power_state="D0")
 # Debian builds vfio-pci as a module: modules.builtin lists others, the initramfs has it.
 BUILTIN = ("kernel/drivers/pci/pcie/portdrv.ko", "kernel/drivers/iommu/intel/iommu.ko")
-INITRAMFS = doctor.Initramfs(
+INITRAMFS = doctor_facts.Initramfs(
     f"/boot/initrd.img-{KERNEL}",
     (
         "usr/lib/modprobe.d/gpupass-aurora-z.conf",
@@ -62,7 +71,7 @@ INITRAMFS = doctor.Initramfs(
 ABSTRACTION = "  #include <abstractions/base>\n  include if exists <local/abstractions/libvirt-qemu>\n"
 READS_DROP_INS = ABSTRACTION + "  include if exists <abstractions/libvirt-qemu.d>\n"
 LAPTOP_CPUS = tuple(range(12))
-DEFINED = vm.define_xml(
+DEFINED = vm_define.define_xml(
     render.render_all(AURORA)["usr/share/gpupass/domain.xml"].decode(),
     AURORA,
     name="win11-gpu",
@@ -71,9 +80,9 @@ DEFINED = vm.define_xml(
 )
 
 
-def libvirt(domain_xml: str | None = DEFINED, active: bool = False) -> doctor.Libvirt:
+def libvirt(domain_xml: str | None = DEFINED, active: bool = False) -> doctor_facts.Libvirt:
     domains = ("win11-gpu",) if domain_xml else ()
-    return doctor.Libvirt(
+    return doctor_facts.Libvirt(
         "qemu:///system", survey=libvirtconn.Survey(9_000_000, LAPTOP_CPUS, domains, domain_xml, active)
     )
 
@@ -104,7 +113,7 @@ def laptop(
     }
     if vbios is not None:
         files["var/lib/gpupass/vbios.rom"] = vbios
-        files["var/lib/gpupass/ssdt-rom.aml"] = romtable.ssdt(vbios)  # written beside it by every store
+        files["var/lib/gpupass/ssdt-rom.aml"] = acpi_table.ssdt(vbios)  # written beside it by every store
     for path, data in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
@@ -124,7 +133,7 @@ def holding(root: Path, pid: int, command: str, *files: str) -> Path:
 
 def run(root: Path, *, initramfs=INITRAMFS, lv=None, as_json: bool = False) -> tuple[int, list[str]]:
     out = io.StringIO()
-    status = doctor.cli(
+    status = doctor_diagnose.cli(
         AURORA, root, initramfs=initramfs, libvirt=lv if lv is not None else libvirt(), as_json=as_json, out=out
     )
     return status, out.getvalue().splitlines()
@@ -160,7 +169,7 @@ def test_a_fully_set_up_laptop_is_all_ok(tmp_path: Path) -> None:
 def test_the_rom_ssdt_missing_or_stale(tmp_path: Path) -> None:
     root = laptop(tmp_path)
     aml = root / "var/lib/gpupass/ssdt-rom.aml"
-    aml.write_bytes(romtable.ssdt(b"\x55\xaa\x01"))
+    aml.write_bytes(acpi_table.ssdt(b"\x55\xaa\x01"))
     assert problems(run(root)[1]) == [
         "warn: /var/lib/gpupass/ssdt-rom.aml does not serve the stored vBIOS (fix: sudo gpupass vbios ssdt)"
     ]
@@ -284,11 +293,11 @@ def test_a_secure_boot_loader(tmp_path: Path) -> None:
 
 
 def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
-    root = vm.xmledit.parse(DEFINED)
+    root = xmledit.parse(DEFINED)
     devices = root.find("devices")
     for hostdev in devices.findall("hostdev"):
         devices.remove(hostdev)
-    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    status, lines = run(laptop(tmp_path), lv=libvirt(xmledit.to_text(root)))
     assert status == 1
     assert problems(lines) == [
         "fail: VM win11-gpu lacks hostdevs (one multifunction guest slot, vBIOS rom): add hostdev 0000:01:00.0;"
@@ -297,9 +306,9 @@ def test_a_vm_without_the_hostdevs(tmp_path: Path) -> None:
 
 
 def test_a_vm_without_a_tpm(tmp_path: Path) -> None:
-    root = vm.xmledit.parse(DEFINED)
+    root = xmledit.parse(DEFINED)
     root.find("devices").remove(root.find("devices/tpm"))
-    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    status, lines = run(laptop(tmp_path), lv=libvirt(xmledit.to_text(root)))
     assert (status, problems(lines)) == (
         2,
         [
@@ -312,11 +321,11 @@ def test_a_vm_without_a_tpm(tmp_path: Path) -> None:
 
 def test_a_vm_without_some_hyperv_enlightenments(tmp_path: Path) -> None:
     """Passthrough works without them: a warning, and attach adds them."""
-    root = vm.xmledit.parse(DEFINED)
+    root = xmledit.parse(DEFINED)
     hyperv = root.find("features/hyperv")
     for name in ("stimer", "ipi"):
         hyperv.remove(hyperv.find(name))
-    status, lines = run(laptop(tmp_path), lv=libvirt(vm.xmledit.to_text(root)))
+    status, lines = run(laptop(tmp_path), lv=libvirt(xmledit.to_text(root)))
     assert (status, problems(lines)) == (
         2,
         [
@@ -384,7 +393,7 @@ def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:
     assert lines[-2] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
 
 
-DOWN = doctor.Libvirt("qemu:///system", problem="cannot connect to libvirt at qemu:///system: connection refused")
+DOWN = doctor_facts.Libvirt("qemu:///system", problem="cannot connect to libvirt at qemu:///system: connection refused")
 
 
 def test_power_is_not_checked_while_a_process_holds_the_dgpu_group(tmp_path: Path) -> None:
@@ -423,8 +432,8 @@ def test_an_awake_dgpu_with_libvirt_unreachable_and_processes_unlisted_is_a_warn
     """Not root: other users' open files cannot be listed, so a VM may hold the dGPU unseen."""
     root = laptop(tmp_path, devices=AWAKE)
     snapshot = dataclasses.replace(machine.read(root, rebar=False), unlisted_processes=3)
-    facts = doctor.gather(AURORA, snapshot, root, initramfs=INITRAMFS, libvirt=DOWN)
-    power = [f.line() for f in doctor.diagnose(AURORA, snapshot, facts) if f.check == "power"]
+    facts = doctor_facts.gather(AURORA, snapshot, root, initramfs=INITRAMFS, libvirt=DOWN)
+    power = [f.line() for f in doctor_diagnose.diagnose(AURORA, snapshot, facts) if f.check == "power"]
     assert power == [
         "warn: power: the dGPU is awake (0000:01:00.0 active (D0)), and whether a VM holds it is unknown: libvirt"
         " was not reached and the open files of 3 other users' processes could not be listed (fix: run gpupass"
@@ -476,11 +485,11 @@ def test_a_vbios_only_root_can_read(tmp_path: Path) -> None:
     ("record", "said"),
     [
         (
-            vbios.origin_record(GPU_ROM.rom, "EFI stub's copy (/sys/kernel/boot_params/setup_data/2)"),
+            rom_store.origin_record(GPU_ROM.rom, "EFI stub's copy (/sys/kernel/boot_params/setup_data/2)"),
             ", from EFI stub's copy (/sys/kernel/boot_params/setup_data/2)",
         ),
         (
-            vbios.origin_record(b"another ROM", "gpupass vbios import /tmp/x.rom"),
+            rom_store.origin_record(b"another ROM", "gpupass vbios import /tmp/x.rom"),
             ", from an unknown source (/var/lib/gpupass/vbios.rom.source is for another ROM)",
         ),
     ],
@@ -497,7 +506,7 @@ def test_doctor_says_where_the_vbios_came_from(tmp_path: Path, record: bytes, sa
 
 
 def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:
-    listing = doctor.Initramfs(INITRAMFS.image, INITRAMFS.files[:2])
+    listing = doctor_facts.Initramfs(INITRAMFS.image, INITRAMFS.files[:2])
     status, lines = run(laptop(tmp_path), initramfs=listing)
     assert (status, problems(lines)) == (
         1,
@@ -511,14 +520,14 @@ def test_vfio_pci_missing_from_the_initramfs(tmp_path: Path) -> None:
 def test_vfio_pci_built_in_needs_no_initramfs(tmp_path: Path) -> None:
     root = laptop(tmp_path)
     (root / f"lib/modules/{KERNEL}/modules.builtin").write_text("kernel/drivers/vfio/pci/vfio-pci.ko\n")
-    status, lines = run(root, initramfs=doctor.Initramfs(INITRAMFS.image, problem="not listed"))
+    status, lines = run(root, initramfs=doctor_facts.Initramfs(INITRAMFS.image, problem="not listed"))
     assert status == 0
     assert f"ok: vfio-pci is built into the kernel {KERNEL}" in lines
 
 
 def test_an_initramfs_that_cannot_be_listed_is_a_warning(tmp_path: Path) -> None:
     """What list_initramfs says where neither lister is installed (its text is tested in the tool tier)."""
-    unlisted = doctor.Initramfs(
+    unlisted = doctor_facts.Initramfs(
         INITRAMFS.image, problem="cannot list it: neither lsinitramfs nor lsinitrd is installed", fix="install one"
     )
     status, lines = run(laptop(tmp_path), initramfs=unlisted)
@@ -548,7 +557,7 @@ def test_apparmor_without_the_include(tmp_path: Path) -> None:
 
 def test_libvirt_unreachable_and_its_python_api_missing(tmp_path: Path) -> None:
     root = laptop(tmp_path)
-    down = doctor.Libvirt(
+    down = doctor_facts.Libvirt(
         "qemu:///system",
         problem="cannot connect to libvirt at qemu:///system: Failed to connect socket to"
         " '/var/run/libvirt/libvirt-sock': No such file or directory",
@@ -564,7 +573,7 @@ def test_libvirt_unreachable_and_its_python_api_missing(tmp_path: Path) -> None:
             "warn: VM win11-gpu not checked: libvirt not reached (fix: see the libvirt check)",
         ],
     )
-    no_api = doctor.Libvirt(
+    no_api = doctor_facts.Libvirt(
         "qemu:///system", problem="libvirt's Python API is not installed (import libvirt failed)", no_python_api=True
     )
     status, lines = run(root, lv=no_api)
@@ -703,7 +712,7 @@ def test_no_initramfs_lister_installed(tmp_path: Path, monkeypatch: pytest.Monke
     (root / "boot").mkdir()
     (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc({"init": b""})))
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
-    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+    assert doctor_facts.list_initramfs(root, KERNEL) == doctor_facts.Initramfs(
         f"/boot/initrd.img-{KERNEL}",
         problem=f"cannot list /boot/initrd.img-{KERNEL}: neither lsinitramfs nor lsinitrd is installed",
         fix="sudo apt install initramfs-tools-core (lsinitramfs) or dracut (lsinitrd)",
@@ -711,7 +720,7 @@ def test_no_initramfs_lister_installed(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_no_initramfs_image(tmp_path: Path) -> None:
-    assert doctor.list_initramfs(laptop(tmp_path), KERNEL) == doctor.Initramfs(
+    assert doctor_facts.list_initramfs(laptop(tmp_path), KERNEL) == doctor_facts.Initramfs(
         f"/boot/initrd.img-{KERNEL}",
         problem=f"no initramfs image /boot/initrd.img-{KERNEL} for the running kernel",
         fix=f"sudo update-initramfs -c -k {KERNEL} (or sudo dracut --force --kver {KERNEL})",
@@ -729,7 +738,7 @@ def test_the_initramfs_as_lsinitramfs_lists_it(tmp_path: Path, has_vfio_pci: boo
     root = laptop(tmp_path)
     (root / "boot").mkdir()
     (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc(files)))
-    listing = doctor.list_initramfs(root, KERNEL)
+    listing = doctor_facts.list_initramfs(root, KERNEL)
     assert (listing.problem, f"{modules}/vfio.ko.xz" in listing.files) == ("", True)
     status, lines = run(root, initramfs=listing)
     if has_vfio_pci:
@@ -752,8 +761,8 @@ def test_doctor_answers_every_check_on_any_machine(snapshot_: machine.Machine) -
     and the exit status follows the findings. The strategy's devices have no driver and sleep."""
     result = probe.probe(snapshot_)
     probed = model.parse(result.toml(), result.model_id, "probe")
-    facts = doctor.Facts(probed.vm.name, None, None, None, "", frozenset(), {}, libvirt(None))
-    findings = doctor.diagnose(probed, snapshot_, facts)
+    facts = doctor_facts.Facts(probed.vm.name, None, None, None, "", frozenset(), {}, libvirt(None))
+    findings = doctor_diagnose.diagnose(probed, snapshot_, facts)
     assert list(dict.fromkeys(f.check for f in findings)) == CHECK_NAMES
     assert [f.line() for f in findings if f.check == "vfio-pci"] == [
         f"fail: {fn.address} ({fn.role} {fn.id}) is bound to no driver (fix: sudo modprobe vfio-pci (it claims the"
@@ -762,7 +771,7 @@ def test_doctor_answers_every_check_on_any_machine(snapshot_: machine.Machine) -
     ]
     power = [f for f in findings if f.check == "power"]
     assert [f.status for f in power] == ["ok"] and "runtime-suspended" in power[0].what
-    assert doctor.exit_status(findings) == 1
+    assert doctor_finding.exit_status(findings) == 1
 
 
 @pytest.mark.tool
@@ -770,7 +779,7 @@ def test_a_damaged_initramfs_is_a_warning_with_the_listers_words(tmp_path: Path)
     root = laptop(tmp_path)
     (root / "boot").mkdir()
     (root / f"boot/initrd.img-{KERNEL}").write_bytes(b"not an image")
-    assert doctor.list_initramfs(root, KERNEL) == doctor.Initramfs(
+    assert doctor_facts.list_initramfs(root, KERNEL) == doctor_facts.Initramfs(
         f"/boot/initrd.img-{KERNEL}",
         problem=f"cannot list /boot/initrd.img-{KERNEL}: lsinitramfs {root}/boot/initrd.img-{KERNEL} failed (2):"
         " cpio: premature end of archive",
@@ -791,27 +800,27 @@ def test_libvirt_facts_from_a_real_daemon(libvirtd: Daemon, tmp_path: Path) -> N
     (tmp_path / "domain.xml").write_text(xml)
     libvirtd.virsh("define", str(tmp_path / "domain.xml"))
     try:
-        facts = doctor.query_libvirt(libvirtd.uri, "win11-gpu")
+        facts = doctor_facts.query_libvirt(libvirtd.uri, "win11-gpu")
         assert facts.problem == ""
         survey = facts.survey
         assert survey.domains == ("win11-gpu",) and survey.domain_active is False
         assert survey.version >= 9_000_000 and survey.host_cpus
         # As on the laptop, whose CPUs the domain's emulator pinning was made for.
         on_the_laptop = dataclasses.replace(facts, survey=dataclasses.replace(survey, host_cpus=LAPTOP_CPUS))
-        assert [f.line() for f in doctor.check_vm(AURORA, None, _facts(on_the_laptop))] == [SET_UP[-3]]
-        missing = doctor.query_libvirt(libvirtd.uri, "no-such-vm")
+        assert [f.line() for f in doctor_vm.check_vm(AURORA, None, _facts(on_the_laptop))] == [SET_UP[-3]]
+        missing = doctor_facts.query_libvirt(libvirtd.uri, "no-such-vm")
         assert (missing.problem, missing.survey.domain_xml) == ("", None)
     finally:
         libvirtd.virsh("undefine", "--nvram", "win11-gpu")
-    down = doctor.query_libvirt(f"qemu:///system?socket={tmp_path}/no-sock", "win11-gpu")
+    down = doctor_facts.query_libvirt(f"qemu:///system?socket={tmp_path}/no-sock", "win11-gpu")
     assert down.problem == (
         f"cannot connect to libvirt at qemu:///system?socket={tmp_path}/no-sock: Failed to connect socket to"
         f" '{tmp_path}/no-sock': No such file or directory"
     )
 
 
-def _facts(lv: doctor.Libvirt) -> doctor.Facts:
-    return doctor.Facts("win11-gpu", None, None, None, "", frozenset(), {}, lv)
+def _facts(lv: doctor_facts.Libvirt) -> doctor_facts.Facts:
+    return doctor_facts.Facts("win11-gpu", None, None, None, "", frozenset(), {}, lv)
 
 
 def test_the_laptop_sides_command_runner_names_the_package_and_shows_stderr() -> None:
@@ -835,15 +844,15 @@ def test_nvpcf_is_said_to_be_experimental(tmp_path: Path) -> None:
         text + "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\n", "aurora-z", "x"
     )
     root = laptop(tmp_path)
-    facts = doctor.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
-    assert [f.line() for f in doctor.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
+    facts = doctor_facts.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
+    assert [f.line() for f in doctor_vm.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
         "fail: no NVPCF SSDT at /usr/share/gpupass/ssdt-nvpcf.aml: a VM that loads it does not start"
         " (fix: sudo apt install --reinstall gpupass-aurora-z)"
     ]
     (root / "usr/share/gpupass").mkdir(parents=True, exist_ok=True)
     (root / "usr/share/gpupass/ssdt-nvpcf.aml").write_bytes(b"SSDT")
-    facts = doctor.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
-    assert [f.line() for f in doctor.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
+    facts = doctor_facts.gather(on, machine.read(root, rebar=False), root, initramfs=INITRAMFS, libvirt=libvirt())
+    assert [f.line() for f in doctor_vm.check_nvpcf(on, machine.read(root, rebar=False), facts)] == [
         "warn: NVPCF is experimental: the guest gets a static \\_SB.NPCF for Dynamic Boost (TPP offset 80 W,"
         " TGP offset 0 W to 35 W, not on battery), proven in emulation, not yet on a laptop"
         " (fix: if Windows stops with ACPI_BIOS_ERROR, rebuild with guest.nvpcf = false; report how it went"

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.laptop import firmware, vbios
-from gpupass.laptop.vbios import RomError
+from gpupass.laptop.rom import bios_update
+from gpupass.laptop.rom import commands as rom_commands
+from gpupass.laptop.rom.format import RomError
 from gpupass.model import load
 
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian package ovmf
@@ -177,7 +178,7 @@ def test_the_rom_is_found_and_stored(tmp_path: Path, gpu_rom: bytes, name: str) 
     update = tmp_path / "update.bin"
     update.write_bytes(build(gpu_rom))
     dest = tmp_path / "state/vbios.rom"
-    installed = firmware.from_update(update, GPU_ID, dest)
+    installed = bios_update.from_update(update, GPU_ID, dest)
     where = f"{update}: volume at 0x{volume_at(name):x}{path}"
     assert installed.lines()[:2] == [
         f"{dest}: stored (from gpupass vbios from-update: {where})",
@@ -185,18 +186,18 @@ def test_the_rom_is_found_and_stored(tmp_path: Path, gpu_rom: bytes, name: str) 
     ]
     assert dest.read_bytes() == gpu_rom
     # OVMF's own volumes were walked on the way: its LZMA-compressed DXE and PEI volumes too.
-    assert firmware.walk_file(update.read_bytes(), "x").volumes >= 4
-    assert vbios.cli(["from-update", str(update), "--out", str(dest)], AURORA_Z) == 0
+    assert bios_update.walk_file(update.read_bytes(), "x").volumes >= 4
+    assert rom_commands.cli(["from-update", str(update), "--out", str(dest)], AURORA_Z) == 0
 
 
 def test_ovmf_alone_is_walked_whole_and_holds_no_rom(tmp_path: Path) -> None:
-    walk = firmware.walk_file(OVMF.read_bytes(), "ovmf")
+    walk = bios_update.walk_file(OVMF.read_bytes(), "ovmf")
     assert (walk.volumes, walk.problems, walk.tiano) == (4, [], [])
     assert walk.files > 100
     update = tmp_path / "OVMF_CODE_4M.fd"
     shutil.copy(OVMF, update)
     with pytest.raises(RomError) as raised:
-        firmware.from_update(update, GPU_ID, tmp_path / "vbios.rom")
+        bios_update.from_update(update, GPU_ID, tmp_path / "vbios.rom")
     assert raised.value.lines() == [
         f"{update}: no option ROM for the GPU 10de:25a2 in 4 firmware volumes ({walk.files} files)"
     ]
@@ -224,17 +225,17 @@ def test_refusals_store_nothing(tmp_path: Path, gpu_rom: bytes) -> None:
         update = tmp_path / name
         update.write_bytes(data)
         with pytest.raises(RomError) as raised:
-            firmware.from_update(update, GPU_ID, dest)
+            bios_update.from_update(update, GPU_ID, dest)
         assert raised.value.lines() == [f"{update}: {message}"], name
     assert not dest.parent.exists()
 
 
 def test_a_file_without_volumes_names_the_unwrappers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firmware, "_installed", lambda program: False)
+    monkeypatch.setattr(bios_update, "_installed", lambda program: False)
     update = tmp_path / "update.exe"
     update.write_bytes(b"MZ" + bytes(1000))
     with pytest.raises(RomError) as raised:
-        firmware.from_update(update, GPU_ID, tmp_path / "vbios.rom")
+        bios_update.from_update(update, GPU_ID, tmp_path / "vbios.rom")
     assert raised.value.lines() == [
         f"{update}: no option ROM for the GPU 10de:25a2 in 0 firmware volumes (0 files)",
         "hint: it may be an installer: sudo apt install p7zip-full innoextract, and run this again",
@@ -242,13 +243,13 @@ def test_a_file_without_volumes_names_the_unwrappers(tmp_path: Path, monkeypatch
 
 
 def test_tiano_sections_without_uefiextract_name_its_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firmware, "_installed", lambda program: False)
+    monkeypatch.setattr(bios_update, "_installed", lambda program: False)
     # EFI_COMPRESSION_SECTION: UncompressedLength, CompressionType 1 (EFI_STANDARD_COMPRESSION).
     tiano = section(0x01, (16).to_bytes(4, "little") + b"\x01" + bytes(16))
     update = tmp_path / "update.bin"
     update.write_bytes(volume(ffs_file(ROM_FILE, EFI_FV_FILETYPE_FREEFORM, tiano)))
     with pytest.raises(RomError) as raised:
-        firmware.from_update(update, GPU_ID, tmp_path / "vbios.rom")
+        bios_update.from_update(update, GPU_ID, tmp_path / "vbios.rom")
     assert raised.value.lines() == [
         f"{update}: no option ROM for the GPU 10de:25a2 in 1 firmware volume (1 files)",
         "hint: 1 Tiano-compressed sections need UEFIExtract: sudo apt install uefitool-cli",
@@ -266,7 +267,7 @@ def test_an_installer_is_unwrapped_with_7z(tmp_path: Path, gpu_rom: bytes) -> No
     subprocess.run(["7z", "a", "-bd", str(installer), "BIOS"], cwd=inner.parent.parent, capture_output=True, check=True)
     assert gpu_rom[:4096] not in installer.read_bytes()
     dest = tmp_path / "vbios.rom"
-    installed = firmware.from_update(installer, GPU_ID, dest)
+    installed = bios_update.from_update(installer, GPU_ID, dest)
     assert installed.lines()[0] == (
         f"{dest}: stored (from gpupass vbios from-update: {installer} > BIOS/update.bin: volume at 0x0"
         f" > file {ROM_NAME} > RAW section at 0x0)"
@@ -289,7 +290,7 @@ def uefiextract_roms(update: Path, rom: bytes) -> list[str]:
 def test_uefiextract_finds_the_same_rom(tmp_path: Path, gpu_rom: bytes, name: str) -> None:
     update = tmp_path / "update.bin"
     update.write_bytes(FIRMWARE[name][0](gpu_rom))
-    found = firmware.from_update(update, GPU_ID, tmp_path / "vbios.rom").report.rom
+    found = bios_update.from_update(update, GPU_ID, tmp_path / "vbios.rom").report.rom
     assert found == gpu_rom
     holders = uefiextract_roms(update, found)
     # The leaf UEFIExtract unpacked the ROM into: a raw section body, however deep.

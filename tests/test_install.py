@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.laptop import romtable
+from gpupass.laptop.rom import acpi_table
 
 from . import chroot, sysfs
 from .test_vbios import rom_image
@@ -100,12 +100,12 @@ def test_the_rom_ssdt_follows_the_stored_vbios_and_goes_with_remove(plain_chroot
     plain_chroot.run("apt-get", "install", "-y", deb)
     assert not (state / "ssdt-rom.aml").exists()
     plain_chroot.run("gpupass", "vbios", "import", "/tmp/update.rom")
-    assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
+    assert (state / "ssdt-rom.aml").read_bytes() == acpi_table.ssdt(rom)
 
     plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")
     assert sorted(p.name for p in state.iterdir()) == ["vbios.rom", "vbios.rom.source"]
     plain_chroot.run("apt-get", "install", "-y", deb)
-    assert (state / "ssdt-rom.aml").read_bytes() == romtable.ssdt(rom)
+    assert (state / "ssdt-rom.aml").read_bytes() == acpi_table.ssdt(rom)
 
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")
     plain_chroot.run("rm", deb, "/tmp/update.rom")

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model, paths
+from gpupass.laptop.vm import pieces as vm_pieces
 from gpupass.packaging import aml, render
 from gpupass.packaging.artifacts import apparmor, domain, nvpcf
 
@@ -405,17 +406,17 @@ def test_only_a_model_that_turns_it_on_gets_the_table(aurora: model.Model) -> No
 def test_attach_adds_the_table_and_undo_takes_it_out() -> None:
     """vm attach: the -acpitable argument (never libvirt's one raw table, the battery's);
     detach undoes attach's journal, so the argument goes with it."""
-    from gpupass.laptop import vm, xmledit
+    from gpupass.laptop.vm import xmledit
 
     from .test_vm import SMALL_DOMAIN
 
     on = nvpcf_model()
     root = xmledit.parse(SMALL_DOMAIN)
-    vm.apply(root, vm.Context(on, native_acpi_table=True))
+    vm_pieces.apply(root, vm_pieces.Context(on, native_acpi_table=True))
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES)]
     assert args[args.index(f"file={paths.NVPCF_AML}") - 1] == "-acpitable"
-    assert vm.missing_pieces(xmledit.to_text(root), on) == []
-    assert any("NVPCF" in line for line in vm.missing_pieces(SMALL_DOMAIN, on))
+    assert vm_pieces.missing_pieces(xmledit.to_text(root), on) == []
+    assert any("NVPCF" in line for line in vm_pieces.missing_pieces(SMALL_DOMAIN, on))
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
     assert str(paths.NVPCF_AML) not in xmledit.to_text(editor.root)

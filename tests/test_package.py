@@ -55,7 +55,8 @@ def test_package_ships_every_artifact(built: Path) -> None:
         if p.relative_to(source / "gpupass").parts[0] != "packaging"
     )
     assert sorted(p for p in shipped if p.startswith(dist) and p.endswith(".py")) == laptop_side
-    assert f"{dist}gpupass/laptop/doctor.py" in laptop_side and f"{dist}gpupass/packaging/render.py" not in laptop_side
+    assert f"{dist}gpupass/laptop/doctor/diagnose.py" in laptop_side
+    assert f"{dist}gpupass/packaging/render.py" not in laptop_side
     # Merged /usr: nothing in the aliased top-level directories.
     assert [p for p in shipped if p.split("/")[1] in ("lib", "lib64", "bin", "sbin")] == []
 

@@ -20,7 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpupass import cli, paths
-from gpupass.laptop import libvirtconn, machine, power
+from gpupass.errors import GpupassError
+from gpupass.laptop import machine
+from gpupass.laptop.power import apply as power_apply
+from gpupass.laptop.power import policy as power_policy
+from gpupass.laptop.power import status as power_status
+from gpupass.laptop.vm import libvirtconn
+from gpupass.laptop.vm import record as vm_record
 from gpupass.model import load
 from gpupass.packaging import render
 
@@ -88,16 +94,20 @@ def laptop(tmp_path: Path, devices=SET_UP_PCI, *, battery=DISCHARGING, ac: str |
 
 def test_the_shipped_file_says_the_defaults() -> None:
     shipped = render.render_all(AURORA)[CONF].decode()
-    assert power.parse_config(shipped, "/" + CONF) == power.Config() == power.Config("notify", 120, "nothing", None)
+    assert (
+        power_policy.parse_config(shipped, "/" + CONF)
+        == power_policy.Config()
+        == power_policy.Config("notify", 120, "nothing", None)
+    )
 
 
 def test_a_missing_file_means_the_defaults(tmp_path: Path) -> None:
-    assert power.load_config(tmp_path / "none.conf") == power.Config()
+    assert power_policy.load_config(tmp_path / "none.conf") == power_policy.Config()
 
 
 def test_every_setting(tmp_path: Path) -> None:
     text = "# mine\non_battery=shutdown\n  shutdown_timeout = 30   # seconds\non_ac = start\ndomain = win11\n\n"
-    assert power.parse_config(text, "f") == power.Config("shutdown", 30, "start", "win11")
+    assert power_policy.parse_config(text, "f") == power_policy.Config("shutdown", 30, "start", "win11")
 
 
 @pytest.mark.parametrize(
@@ -116,8 +126,8 @@ def test_every_setting(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_line_is_one_error_naming_it(text: str, message: str) -> None:
-    with pytest.raises(power.GpupassError) as raised:
-        power.parse_config(text, "power.conf")
+    with pytest.raises(GpupassError) as raised:
+        power_policy.parse_config(text, "power.conf")
     assert raised.value.problems == [message]
 
 
@@ -158,34 +168,34 @@ DECISIONS = [
 
 @pytest.mark.parametrize(("on_battery", "on_ac", "online", "state", "action"), DECISIONS)
 def test_the_decision(on_battery: str, on_ac: str, online: bool | None, state: str, action: str) -> None:
-    assert power.decide(power.Config(on_battery=on_battery, on_ac=on_ac), online, state) == action
+    assert power_policy.decide(power_policy.Config(on_battery=on_battery, on_ac=on_ac), online, state) == action
 
 
 @given(
     config=st.builds(
-        power.Config,
-        on_battery=st.sampled_from(power.ON_BATTERY),
+        power_policy.Config,
+        on_battery=st.sampled_from(power_policy.ON_BATTERY),
         shutdown_timeout=st.integers(1, 3600),
-        on_ac=st.sampled_from(power.ON_AC),
+        on_ac=st.sampled_from(power_policy.ON_AC),
         domain=st.none() | st.text(min_size=1),
     ),
     online=st.sampled_from((True, False, None)),
-    state=st.sampled_from(power.DOMAIN_STATES),
+    state=st.sampled_from(power_policy.DOMAIN_STATES),
 )
-def test_no_combination_forces_a_vm_off(config: power.Config, online: bool | None, state: str) -> None:
-    action = power.decide(config, online, state)
-    assert action in power.ACTIONS
+def test_no_combination_forces_a_vm_off(config: power_policy.Config, online: bool | None, state: str) -> None:
+    action = power_policy.decide(config, online, state)
+    assert action in power_policy.ACTIONS
     # The strongest thing done to a running guest is asking it to shut down, and only on battery
     # when the user asked for it; a start only on AC, of a shut-off domain, when asked.
-    assert action != power.SHUTDOWN or (online is False and config.on_battery == "shutdown" and state == R)
-    assert action != power.START or (online is True and config.on_ac == "start" and state == OFF)
+    assert action != power_policy.SHUTDOWN or (online is False and config.on_battery == "shutdown" and state == R)
+    assert action != power_policy.START or (online is True and config.on_ac == "start" and state == OFF)
 
 
 def test_there_is_no_forced_stop_anywhere() -> None:
     """Neither the vocabulary nor the code that talks to libvirt has destroy (or reset, or a paused
     guest's forced end): the only stop gpupass can make is the guest's own shutdown."""
-    assert set(power.ACTIONS) == {"nothing", "notify", "shutdown", "start"}
-    for module in (libvirtconn, power):
+    assert set(power_policy.ACTIONS) == {"nothing", "notify", "shutdown", "start"}
+    for module in (libvirtconn, power_policy, power_apply, power_status):
         tree = ast.parse(Path(module.__file__).read_text())
         called = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert not {a for a in called if a.lower().startswith(("destroy", "reset", "suspend"))}, module.__name__
@@ -198,8 +208,8 @@ def test_there_is_no_forced_stop_anywhere() -> None:
 
 def apply(root: Path, uri: str, conf: Path | None = None) -> tuple[int, str]:
     out = io.StringIO()
-    config = power.load_config(conf or root / CONF)
-    status = power.apply(config, root, uri, tell=power.Teller(out, root))
+    config = power_policy.load_config(conf or root / CONF)
+    status = power_apply.apply(config, root, uri, tell=power_apply.Teller(out, root))
     return status, out.getvalue()
 
 
@@ -222,7 +232,7 @@ def test_the_draw_from_current_and_voltage(tmp_path: Path) -> None:
 
 def test_the_domain_vm_define_or_attach_recorded(tmp_path: Path) -> None:
     root = laptop(tmp_path)
-    power.remember_domain("mine", root / str(paths.VM_RECORD).lstrip("/"))
+    vm_record.remember_domain("mine", root / str(paths.VM_RECORD).lstrip("/"))
     assert "; mine is running and keeps" in apply(root, node(tmp_path, running=True, name="mine"))[1]
 
 
@@ -251,7 +261,7 @@ def test_shutdown_is_a_request_the_test_driver_cannot_take(tmp_path: Path) -> No
     """libvirt's test driver has no ACPI power button (it refuses the flag): the refusal is
     reported, and nothing else is tried. A real guest's shutdown is in the vm tier."""
     root = laptop(tmp_path, conf="domain = win11-gpu\non_battery = shutdown\n")
-    with pytest.raises(power.GpupassError) as raised:
+    with pytest.raises(GpupassError) as raised:
         apply(root, node(tmp_path, running=True))
     assert raised.value.problems[0].startswith(
         "libvirt: win11-gpu: the ACPI power button could not be pressed: unsupported flags (0x1)"
@@ -264,7 +274,7 @@ def test_desktop_notifications_go_to_each_session_bus(tmp_path: Path) -> None:
     (root / "run/user/65534/bus").write_text("")  # nobody's session bus, as a fixture
     (root / "run/user/4242").mkdir(parents=True)  # a runtime dir without a bus: no session
     ran: list[list[str]] = []
-    told = power.notify_sessions("summary", "body", root, lambda argv, package: ran.append(argv) or "")
+    told = power_apply.notify_sessions("summary", "body", root, lambda argv, package: ran.append(argv) or "")
     assert told == ["nobody"]
     assert ran == [
         ["runuser", "-u", "nobody", "--", "env", "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/65534/bus",
@@ -277,7 +287,7 @@ def test_without_notify_send_the_journal_still_has_it(tmp_path: Path, monkeypatc
     (root / "run/user/65534").mkdir(parents=True)
     (root / "run/user/65534/bus").write_text("")
     monkeypatch.setenv("PATH", str(tmp_path))  # neither runuser nor notify-send: the real command.run says so
-    assert power.notify_sessions("summary", "body", root) == []
+    assert power_apply.notify_sessions("summary", "body", root) == []
 
 
 # record and status --------------------------------------------------------------------
@@ -286,15 +296,15 @@ WHEN = 1796148000.0  # 2026-12-01T18:00:00Z
 
 
 def recorded(root: Path, domain: str = "win11-gpu") -> Path | None:
-    return power.record(AURORA, domain, root, delay=5, sleep=lambda s: None, now=lambda: WHEN)
+    return power_status.record(AURORA, domain, root, delay=5, sleep=lambda s: None, now=lambda: WHEN)
 
 
 def status(root: Path, uri: str, *extra: str) -> str:
     out = io.StringIO()
-    name = power.domain_name(power.load_config(root / CONF), root)
+    name = power_policy.domain_name(power_policy.load_config(root / CONF), root)
     snapshot = machine.read(root, rebar=False, processes=False)
-    s = power.status(AURORA, snapshot, name, power.vm_state(name, uri), power.read_record(root))
-    out.write(json.dumps(s, indent=2) + "\n" if "--json" in extra else power.status_text(AURORA, s))
+    s = power_status.status(AURORA, snapshot, name, power_status.vm_state(name, uri), power_status.read_record(root))
+    out.write(json.dumps(s, indent=2) + "\n" if "--json" in extra else power_status.status_text(AURORA, s))
     return out.getvalue()
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.laptop import power
+from gpupass.laptop.power import apply as power_apply
+from gpupass.laptop.power import policy as power_policy
 
 from . import vm_smoke
 from .libvirt import Daemon
@@ -101,14 +102,14 @@ class Guest:
         return self.libvirtd.virsh("domstate", "--reason", NAME).stdout.strip()
 
 
-def laptop(tmp_path: Path, timeout: int) -> tuple[Path, power.Config]:
+def laptop(tmp_path: Path, timeout: int) -> tuple[Path, power_policy.Config]:
     root = build_sysfs(tmp_path / f"root-{timeout}", battery=DISCHARGING, ac_online="0")
-    return root, power.Config(on_battery="shutdown", shutdown_timeout=timeout, domain=NAME)
+    return root, power_policy.Config(on_battery="shutdown", shutdown_timeout=timeout, domain=NAME)
 
 
-def apply(root: Path, config: power.Config, uri: str) -> tuple[int, list[str]]:
+def apply(root: Path, config: power_policy.Config, uri: str) -> tuple[int, list[str]]:
     out = io.StringIO()
-    status = power.apply(config, root, uri, tell=power.Teller(out, root))
+    status = power_apply.apply(config, root, uri, tell=power_apply.Teller(out, root))
     return status, out.getvalue().splitlines()
 
 

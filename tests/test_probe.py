@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import machine, preflight, probe
+from gpupass.laptop import machine, preflight
 from gpupass.laptop.machine import Bar
+from gpupass.laptop.onboarding import probe
 from gpupass.packaging import debsrc, render
 
 from . import make_models

@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from gpupass import model, paths
-from gpupass.laptop import doctor, machine, vm, xmledit
+from gpupass.laptop import machine
+from gpupass.laptop.doctor import facts as doctor_facts
+from gpupass.laptop.doctor import host as doctor_host
+from gpupass.laptop.vm import pieces as vm_pieces
+from gpupass.laptop.vm import xmledit
 
 from . import chroot, libvirt
 from .conftest import ROOT
@@ -190,10 +194,11 @@ def doctor_on_initramfs(root: chroot.Chroot, image: Image) -> str:
     """gpupass doctor's initramfs line for the image, as on the laptop running its kernel."""
     kernel = image.path.removeprefix("/boot/initrd.img-")
     snapshot = machine.Machine(pci=(), kernel_release=kernel)
-    facts = doctor.Facts("win11-gpu", None, doctor.Initramfs(image.path, tuple(image.listing.splitlines())), None, "",
-                         frozenset(), {}, doctor.Libvirt("qemu:///system", problem="not asked"))  # fmt: skip
+    listed = doctor_facts.Initramfs(image.path, tuple(image.listing.splitlines()))
+    unasked = doctor_facts.Libvirt("qemu:///system", problem="not asked")
+    facts = doctor_facts.Facts("win11-gpu", None, listed, None, "", frozenset(), {}, unasked)
     model_ = model.load(ROOT / "models" / "aurora-z.toml")
-    return "\n".join(f.line() for f in doctor.check_initramfs(model_, snapshot, facts))
+    return "\n".join(f.line() for f in doctor_host.check_initramfs(model_, snapshot, facts))
 
 
 def modprobe_files(image: Image) -> str:
@@ -367,7 +372,7 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
 
     with release_libvirtd(root):
         version = root.run("python3", "-c", "import libvirt; print(libvirt.open('qemu:///system').getLibVersion())")
-        assert int(version.stdout) >= vm.NATIVE_ACPI_TABLE_VERSION, version.stdout
+        assert int(version.stdout) >= vm_pieces.NATIVE_ACPI_TABLE_VERSION, version.stdout
         virsh("define", "/tmp/win11.xml")
         original = virsh("dumpxml", "--inactive", "win11")
 
@@ -379,8 +384,10 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         assert [(t.get("type"), t.text) for t in os_.iterfind("acpi/table")] == [("raw", aml)], attached
         # libvirt takes one table per type: the vBIOS _ROM SSDT stays a QEMU argument.
         args = [a.get("value") for a in domain.iterfind("qemu:commandline/qemu:arg", xmledit.NAMESPACES)]
-        assert args == ["-fw_cfg", f"{vm.MMIO_OPTION},string=65536", "-acpitable", f"file={paths.ROM_AML}"], attached
-        assert vm.missing_pieces(attached, aurora) == []
+        assert args == ["-fw_cfg", f"{vm_pieces.MMIO_OPTION},string=65536", "-acpitable", f"file={paths.ROM_AML}"], (
+            attached
+        )
+        assert vm_pieces.missing_pieces(attached, aurora) == []
         assert root.run("gpupass", "vm", "attach", "win11").stdout == "win11: nothing to change\n"
 
         # The QEMU command line libvirt makes of it (without the hostdevs: no VFIO here):
@@ -396,7 +403,7 @@ def test_attach_puts_the_battery_table_in_natively_on_the_releases_libvirtd(
         # The Hyper-V enlightenments attach added, each one QEMU's hv- flag on this release too.
         cpu = argv[argv.index("-cpu") + 1].split(",")
         hv = {flag.split("=")[0] for flag in cpu if flag.startswith("hv-")}
-        expected = {f"hv-{name}" for name, _, _ in vm.HYPERV_ENLIGHTENMENTS}
+        expected = {f"hv-{name}" for name, _, _ in vm_pieces.HYPERV_ENLIGHTENMENTS}
         assert hv == expected | {"hv-time", "hv-stimer-direct", "hv-vendor-id"}, argv
 
         detached_out = root.run("gpupass", "vm", "detach", "win11").stdout

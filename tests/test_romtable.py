@@ -16,7 +16,8 @@ import pytest
 
 from gpupass import cli, guest, paths
 from gpupass.errors import GpupassError
-from gpupass.laptop import romtable, vbios
+from gpupass.laptop.rom import acpi_table
+from gpupass.laptop.rom import commands as rom_commands
 from gpupass.model import load
 from gpupass.packaging import aml
 
@@ -50,7 +51,7 @@ DefinitionBlock ("", "SSDT", 2, "GPUPAS", "GPUROM", 0x00000001)
 
 
 def test_header_is_a_valid_ssdt() -> None:
-    data = romtable.ssdt(ROM)
+    data = acpi_table.ssdt(ROM)
     header = aml.check(data, "GPUPAS", "GPUROM", 1)
     assert (header.revision, header.creator_id, header.creator_revision) == (2, "GPUP", 1)
 
@@ -67,12 +68,12 @@ def test_header_is_a_valid_ssdt() -> None:
     ],
 )
 def test_pkg_length_at_its_boundaries(content: int, encoded: bytes) -> None:
-    assert romtable.pkg_length(content) == encoded
+    assert acpi_table.pkg_length(content) == encoded
 
 
 def test_an_empty_rom_gets_no_table() -> None:
     with pytest.raises(GpupassError, match=r"^the vBIOS is empty: no _ROM table for it$"):
-        romtable.ssdt(b"")
+        acpi_table.ssdt(b"")
 
 
 def run(*argv: str | Path, cwd: Path) -> str:
@@ -93,14 +94,14 @@ def test_the_encoder_makes_what_iasl_makes_of_the_asl(size: int, tmp_path: Path)
     source.write_text(ASL.format(path=guest.gpu_acpi_path(), size=size, data=data))
     run("iasl", "-vs", "-p", tmp_path / "iasl", source, cwd=tmp_path)
     compiled = (tmp_path / "iasl.aml").read_bytes()
-    ours = romtable.ssdt(rom)
+    ours = acpi_table.ssdt(rom)
     assert ours[:28] == compiled[:9] + ours[9:10] + compiled[10:28]  # up to the creator id (iasl: INTL)
     assert ours[36:] == compiled[36:]
 
 
 @pytest.mark.tool
 def test_iasl_disassembles_the_table(tmp_path: Path) -> None:
-    (tmp_path / "rom.aml").write_bytes(romtable.ssdt(ROM))
+    (tmp_path / "rom.aml").write_bytes(acpi_table.ssdt(ROM))
     run("iasl", "-d", "rom.aml", cwd=tmp_path)
     dsl = (tmp_path / "rom.dsl").read_text()
     for line in (
@@ -116,7 +117,7 @@ def test_iasl_disassembles_the_table(tmp_path: Path) -> None:
 def acpiexec_rom(tmp_path: Path, offset: int, length: int) -> bytes:
     """``_ROM(offset, length)`` as acpiexec returns it (it reads integer arguments as decimal)."""
     ssdt = tmp_path / "ssdt-rom.aml"
-    ssdt.write_bytes(romtable.ssdt(ROM))
+    ssdt.write_bytes(acpi_table.ssdt(ROM))
     command = f"evaluate {guest.gpu_acpi_path()}._ROM {offset} {length}"
     out = run("acpiexec", "-b", command, DSDT, ssdt, cwd=tmp_path)
     assert "successfully acquired and loaded" in out and "Error" not in out, out
@@ -166,7 +167,7 @@ def test_vbios_ssdt_writes_the_table_for_the_stored_rom(tmp_path: Path, capsys: 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(paths, "VBIOS_ROM", stored)
         assert cli.main(argv) == 0
-    assert out.read_bytes() == romtable.ssdt(ROM)
+    assert out.read_bytes() == acpi_table.ssdt(ROM)
     assert capsys.readouterr().out == (
         f"{out}: written: _ROM on \\_SB.PCI0.SE0.S00 serves the 10752 bytes of {stored}\n"
     )
@@ -188,7 +189,7 @@ def test_vbios_ssdt_says_when_the_vm_will_not_load_it(tmp_path: Path, capsys: py
     amd = load(ROOT / "models" / "hp-victus-16-navi23.toml")
     rom = tmp_path / "navi.rom"
     rom.write_bytes(rom_image(int(amd.gpu_function.vendor, 16), int(amd.gpu_function.device, 16), 0, units=2))
-    assert vbios.cli(["ssdt", "--rom", str(rom), "--out", str(tmp_path / "rom.aml")], amd) == 0
+    assert rom_commands.cli(["ssdt", "--rom", str(rom), "--out", str(tmp_path / "rom.aml")], amd) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
         "note: gpupass-hp-victus-16-navi23's VM does not load it (guest.acpi_rom is off, or the GPU is not NVIDIA)"
     )

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from gpupass import model, paths
-from gpupass.laptop import vm, xmledit
+from gpupass.laptop.vm import pieces as vm_pieces
+from gpupass.laptop.vm import xmledit
 from gpupass.packaging import debsrc, repo
 
 from . import chroot, sysfs
@@ -130,7 +131,7 @@ def initramfs_rebuilds(output: str, initramfs: str) -> int:
 def attached_domain(aurora: model.Model) -> str:
     """The domain as `gpupass vm attach` leaves it defined: its journal in <metadata>."""
     root = xmledit.parse(NATIVE_DOMAIN)
-    vm.apply(root, vm.Context(aurora))
+    vm_pieces.apply(root, vm_pieces.Context(aurora))
     return xmledit.to_text(root)
 
 

@@ -6,7 +6,7 @@ kind of corruption, and every rejection asserts the line the user reads.
 
 The sysfs tree is regular files and symlinks. What only the kernel can do there (EIO from
 the rom file, binding on a write to bind/unbind) is played by FakeKernel through the two
-I/O methods of ``vbios.SysfsDevice``: binding and unbinding create and remove the device's
+I/O methods of ``rom_sources.SysfsDevice``: binding and unbinding create and remove the device's
 ``driver`` symlink, which is how the kernel shows them and what vbios reads back.
 """
 
@@ -28,8 +28,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpupass.laptop import romtable, vbios
-from gpupass.laptop.vbios import RomError, SysfsDevice, check_file, extract, import_rom, store, validate
+from gpupass.laptop.rom import acpi_table
+from gpupass.laptop.rom import commands as rom_commands
+from gpupass.laptop.rom import format as rom_format
+from gpupass.laptop.rom import sources as rom_sources
+from gpupass.laptop.rom import store as rom_store
+from gpupass.laptop.rom.format import RomError, check_file, validate
+from gpupass.laptop.rom.sources import SysfsDevice, extract, import_rom
+from gpupass.laptop.rom.store import store
 from gpupass.model import load
 
 from .sysfs import SETUP_E820_EXT, SETUP_PCI, build_setup_data, pci_setup_rom
@@ -108,7 +114,7 @@ class Chain:
 
 
 ids = st.integers(0, 0xFFFF)
-any_code_type = st.sampled_from(sorted(vbios.CODE_TYPES)) | st.integers(0, 255)
+any_code_type = st.sampled_from(sorted(rom_format.CODE_TYPES)) | st.integers(0, 255)
 # Junk before a ROM: no 55 AA in it, and not NVIDIA's firmware header (a header of its own).
 junk_bytes = st.binary(max_size=48).filter(lambda b: b"\x55\xaa" not in b and not b.startswith(b"NVGI"))
 
@@ -179,7 +185,7 @@ def test_imported_rom_is_stored_byte_for_byte(chain: Chain) -> None:
         assert dest.stat().st_mode & 0o777 == 0o644
         # Beside it, the guest's _ROM SSDT serving exactly the stored bytes (regenerated on every store).
         assert sorted(os.listdir(dest.parent)) == ["ssdt-rom.aml", "vbios.rom", "vbios.rom.source"]
-        assert (dest.parent / "ssdt-rom.aml").read_bytes() == romtable.ssdt(chain.rom)
+        assert (dest.parent / "ssdt-rom.aml").read_bytes() == acpi_table.ssdt(chain.rom)
 
 
 def test_report_describes_every_image_and_what_was_cut(tmp_path: Path) -> None:
@@ -546,7 +552,7 @@ class KernelDevice(SysfsDevice):
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
     fake = FakeKernel(tmp_path, GPU_ROM.rom + b"\xff" * 512)
-    monkeypatch.setattr(vbios, "SysfsDevice", fake.device)
+    monkeypatch.setattr(rom_sources, "SysfsDevice", fake.device)
     return fake
 
 
@@ -567,7 +573,9 @@ def test_readable_rom_bar_is_read_without_unbinding(kernel: FakeKernel, dest: Pa
         f"{dest}: stored (from ROM BAR of {GPU_ADDRESS})",
         f"ROM BAR of {GPU_ADDRESS}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
     ]
-    assert vbios.recorded_origin(GPU_ROM.rom, vbios.origin_path(dest).read_text()) == f"ROM BAR of {GPU_ADDRESS}"
+    assert (
+        rom_store.recorded_origin(GPU_ROM.rom, rom_store.origin_path(dest).read_text()) == f"ROM BAR of {GPU_ADDRESS}"
+    )
     assert kernel.driver() == "vfio-pci"
 
 
@@ -588,10 +596,10 @@ def test_read_error_after_unbind_binds_back_and_names_the_import_fallback(kernel
         f"cannot read the ROM BAR of {GPU_ADDRESS}: Input/output error (also after unbinding it from vfio-pci)",
         NO_SETUP_DATA,
         not_nouveau("vfio-pci"),
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
-    assert "gpupass vbios import FILE" in vbios.IMPORT_HINT
-    assert "gpupass vbios from-update FILE" in vbios.IMPORT_HINT
+    assert "gpupass vbios import FILE" in rom_sources.IMPORT_HINT
+    assert "gpupass vbios from-update FILE" in rom_sources.IMPORT_HINT
     assert kernel.log == [*READ, UNBIND, *READ, BIND]
     assert not dest.exists()
     assert kernel.driver() == "vfio-pci"
@@ -601,7 +609,7 @@ def test_read_error_without_a_driver_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path
 ) -> None:
     kernel = FakeKernel(tmp_path, GPU_ROM.rom, driver=None)
-    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    monkeypatch.setattr(rom_sources, "SysfsDevice", kernel.device)
     kernel.on_read = eio_always
     with pytest.raises(RomError, match=re.escape("Input/output error (no driver was bound)")):
         extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
@@ -617,7 +625,7 @@ def test_unreadable_garbage_is_rejected_with_the_import_fallback(kernel: FakeKer
         f"ROM BAR of {GPU_ADDRESS}: no 55 AA signature in 4096 bytes (not a PCI expansion ROM)",
         NO_SETUP_DATA,
         not_nouveau("vfio-pci"),
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
     assert not dest.exists()
     assert kernel.driver() == "vfio-pci"
@@ -679,7 +687,7 @@ def test_interrupted_write_leaves_no_file(
         raise interruption
 
     kernel.on_read = eio_while_bound
-    monkeypatch.setattr(vbios, "_write_all", write_half_then_fail)
+    monkeypatch.setattr(rom_store, "_write_all", write_half_then_fail)
     with pytest.raises((KeyboardInterrupt, RomError)) as raised:
         extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     if isinstance(interruption, OSError):
@@ -712,7 +720,7 @@ def test_wrong_device_at_the_address_is_not_touched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path
 ) -> None:
     kernel = FakeKernel(tmp_path, GPU_ROM.rom, pci_id="144d:a80a", driver="nvidia")
-    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    monkeypatch.setattr(rom_sources, "SysfsDevice", kernel.device)
     with pytest.raises(RomError) as raised:
         extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     assert raised.value.lines() == [
@@ -720,7 +728,7 @@ def test_wrong_device_at_the_address_is_not_touched(
         " (check gpu.functions[0].address in the model against 'lspci -Dnn')",
         NO_SETUP_DATA,
         not_nouveau("nvidia"),
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
     assert kernel.log == []
     assert kernel.driver() == "nvidia"
@@ -734,7 +742,7 @@ def test_missing_device_is_reported(kernel: FakeKernel, dest: Path) -> None:
         " check gpu.functions[0].address in the model against 'lspci -Dnn')",
         NO_SETUP_DATA,
         "nouveau's copy: no PCI device 0000:02:00.0",
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
 
 
@@ -746,7 +754,7 @@ def test_device_without_rom_bar_points_to_import(kernel: FakeKernel, dest: Path)
         f"{GPU_ADDRESS} has no ROM BAR ({kernel.root}/bus/pci/devices/{GPU_ADDRESS}/rom is missing)",
         NO_SETUP_DATA,
         not_nouveau("vfio-pci"),
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
     assert kernel.log == []
     assert kernel.driver() == "vfio-pci"
@@ -801,7 +809,7 @@ def test_the_efi_stubs_copy_is_stored_when_the_rom_bar_fails(
         f"{origin}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes",
     ]
     assert dest.read_bytes() == GPU_ROM.rom
-    assert vbios.recorded_origin(GPU_ROM.rom, vbios.origin_path(dest).read_text()) == origin
+    assert rom_store.recorded_origin(GPU_ROM.rom, rom_store.origin_path(dest).read_text()) == origin
     assert kernel.driver() == "vfio-pci"
 
 
@@ -826,7 +834,7 @@ def test_only_other_devices_roms_in_setup_data_store_nothing(
         f"EFI stub's copy: {SETUP_DATA} holds option ROMs of 8086:46a3 at 0000:00:02.0, 10de:25a2 at"
         " 0000:02:00.0 only, none of the GPU 10de:25a2 at 0000:01:00.0",
         not_nouveau("vfio-pci"),
-        f"hint: {vbios.IMPORT_HINT}",
+        f"hint: {rom_sources.IMPORT_HINT}",
     ]
     assert not dest.parent.exists()
     assert kernel.driver() == "vfio-pci"
@@ -867,7 +875,7 @@ def test_nouveaus_copy_is_read_only_where_nouveau_holds_the_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path
 ) -> None:
     kernel = FakeKernel(tmp_path, GPU_ROM.rom, driver="nouveau")
-    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    monkeypatch.setattr(rom_sources, "SysfsDevice", kernel.device)
     kernel.on_read = eio_always
     dri = kernel.top / "sys/kernel/debug/dri"
     for number, name, rom in (
@@ -891,7 +899,7 @@ def test_nouveaus_copy_is_read_only_where_nouveau_holds_the_gpu(
 
 def test_nouveaus_debugfs_without_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: Path) -> None:
     kernel = FakeKernel(tmp_path, GPU_ROM.rom, driver="nouveau")
-    monkeypatch.setattr(vbios, "SysfsDevice", kernel.device)
+    monkeypatch.setattr(rom_sources, "SysfsDevice", kernel.device)
     kernel.on_read = eio_always
     (kernel.top / "sys/kernel/debug/dri/0").mkdir(parents=True)
     (kernel.top / "sys/kernel/debug/dri/0/name").write_text("i915 dev=0000:00:02.0 unique=0000:00:02.0\n")
@@ -957,13 +965,13 @@ def test_cli_check_import_extract(
 ) -> None:
     src = tmp_path / "update.rom"
     src.write_bytes(GPU_ROM.rom)
-    assert vbios.cli(["check", str(src)], AURORA_Z) == 0
+    assert rom_commands.cli(["check", str(src)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{src}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes"
     )
-    assert vbios.cli(["import", str(src), "--out", str(dest)], AURORA_Z) == 0
+    assert rom_commands.cli(["import", str(src), "--out", str(dest)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"{dest}: stored (from gpupass vbios import {src})"
-    assert vbios.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
+    assert rom_commands.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{dest}: a valid ROM for this GPU is already present, nothing done"
     )
@@ -971,7 +979,7 @@ def test_cli_check_import_extract(
 
 
 def test_cli_extract_reads_the_models_gpu(kernel: FakeKernel, dest: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert vbios.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
+    assert rom_commands.cli(["extract", "--root", str(kernel.top), "--out", str(dest)], AURORA_Z) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
         f"ROM BAR of {GPU_ADDRESS}: valid PCI expansion ROM for 10de:25a2, 3 images, 2560 bytes"
     )

@@ -19,7 +19,11 @@ import pytest
 
 from gpupass import cli, model, paths
 from gpupass.errors import GpupassError
-from gpupass.laptop import machine, vm, xmledit
+from gpupass.laptop import machine
+from gpupass.laptop.vm import attach as vm_attach
+from gpupass.laptop.vm import define as vm_define
+from gpupass.laptop.vm import pieces as vm_pieces
+from gpupass.laptop.vm import xmledit
 from gpupass.packaging import render
 
 from .conftest import MODELS, ROOT
@@ -71,19 +75,19 @@ SMALL_DOMAIN = """\
     "cpus,text", [((0,), "0"), ((0, 1), "0-1"), ((8, 9, 10, 11), "8-11"), ((0, 1, 2, 5, 7, 8), "0-2,5,7-8")]
 )
 def test_cpusets_are_written_as_libvirt_writes_them(cpus: tuple[int, ...], text: str) -> None:
-    assert vm.cpuset(cpus) == text
+    assert vm_pieces.cpuset(cpus) == text
     assert machine.cpu_list(text) == cpus  # the snapshot's reader of the kernel's lists
 
 
 def test_emulator_threads_go_to_the_cpus_the_vcpus_leave(aurora: model.Model) -> None:
-    assert vm.emulator_cpus(aurora, 8, LAPTOP_CPUS) == (8, 9, 10, 11)
-    assert vm.emulator_cpus(aurora, 4, LAPTOP_CPUS) == (4, 5, 6, 7, 8, 9, 10, 11)
-    assert vm.emulator_cpus(aurora, 8, range(8)) == ()
+    assert vm_pieces.emulator_cpus(aurora, 8, LAPTOP_CPUS) == (8, 9, 10, 11)
+    assert vm_pieces.emulator_cpus(aurora, 4, LAPTOP_CPUS) == (4, 5, 6, 7, 8, 9, 10, 11)
+    assert vm_pieces.emulator_cpus(aurora, 8, range(8)) == ()
 
 
 def test_more_vcpus_than_performance_cpus_is_refused(aurora: model.Model) -> None:
     with pytest.raises(GpupassError) as error:
-        vm.vcpu_pins(aurora, 12)
+        vm_pieces.vcpu_pins(aurora, 12)
     assert error.value.lines() == [
         "the domain has 12 vCPUs, the model has 8 performance CPUs (0-7) to pin them to",
         "hint: give the domain at most 8 vCPUs (virsh setvcpus NAME 8 --config --maximum), then attach again",
@@ -121,7 +125,7 @@ def test_undo_in_another_process_restores_the_document_exactly() -> None:
 
 def test_a_user_element_put_into_a_container_gpupass_added_stays(aurora: model.Model) -> None:
     root = xmledit.parse(SMALL_DOMAIN)
-    vm.apply(root, vm.Context(aurora))
+    vm_pieces.apply(root, vm_pieces.Context(aurora))
     root.find("cputune").append(ET.Element("iothreadpin", iothread="1", cpuset="3"))
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
@@ -132,7 +136,7 @@ def test_a_user_element_put_into_a_container_gpupass_added_stays(aurora: model.M
 
 def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
     """One line per piece, as ``gpupass doctor`` will print them."""
-    assert vm.missing_pieces(SMALL_DOMAIN, aurora) == [
+    assert vm_pieces.missing_pieces(SMALL_DOMAIN, aurora) == [
         "hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
         " add hostdev 0000:01:00.0; add hostdev 0000:01:00.1",
         "64-bit MMIO window: add qemu:commandline; add qemu:commandline/qemu:arg -fw_cfg"
@@ -161,7 +165,7 @@ def test_missing_pieces_names_each_one(aurora: model.Model) -> None:
         ' function="0x0"/></source><address type="pci" domain="0x0000" bus="0x02" slot="0x00" function="0x0"/>'
         "</hostdev></devices>",
     )
-    lines = vm.missing_pieces(half, aurora)
+    lines = vm_pieces.missing_pieces(half, aurora)
     assert lines[0] == (
         "hostdevs (one multifunction guest slot, vBIOS rom): add a pcie-root-port for them;"
         " set hostdev 0000:01:00.0/@managed='yes'; add hostdev 0000:01:00.0/rom;"
@@ -180,7 +184,7 @@ def test_the_shipped_domain_misses_nothing(model_file: Path) -> None:
     name (hp-victus-16-navi23 has subsystem ids)."""
     loaded = model.load(model_file)
     shipped = render.render_all(loaded)[DOMAIN].decode()
-    assert vm.missing_pieces(shipped, loaded) == []
+    assert vm_pieces.missing_pieces(shipped, loaded) == []
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["qemu-commandline", "native-acpi-table"])
@@ -188,11 +192,13 @@ def test_an_attached_domain_misses_nothing_and_a_second_attach_changes_nothing(
     aurora: model.Model, native: bool
 ) -> None:
     root = xmledit.parse(SMALL_DOMAIN)
-    vm.apply(root, vm.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS))
+    vm_pieces.apply(root, vm_pieces.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS))
     attached = xmledit.to_text(root)
-    assert vm.missing_pieces(attached, aurora, LAPTOP_CPUS) == []
+    assert vm_pieces.missing_pieces(attached, aurora, LAPTOP_CPUS) == []
     again = xmledit.parse(attached)
-    assert vm.apply(again, vm.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS)).changes == []
+    assert (
+        vm_pieces.apply(again, vm_pieces.Context(aurora, native_acpi_table=native, host_cpus=LAPTOP_CPUS)).changes == []
+    )
     tables = [t.text for t in root.iterfind("os/acpi/table[@type='raw']")]
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     aml, rom_aml = str(paths.INSTALLED_AML), str(paths.ROM_AML)
@@ -215,13 +221,13 @@ def test_the_users_own_hostdevs_are_moved_onto_one_slot_and_back(aurora: model.M
     )
     original = SMALL_DOMAIN.replace("</devices>", functions + "</devices>")
     root = xmledit.parse(original)
-    vm.apply(root, vm.Context(aurora))
+    vm_pieces.apply(root, vm_pieces.Context(aurora))
     guest = [h.find("address").attrib for h in root.iterfind("devices/hostdev")]
     assert guest == [
         {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x0", "multifunction": "on"},
         {"type": "pci", "domain": "0x0000", "bus": "0x03", "slot": "0x00", "function": "0x1"},
     ]
-    port = xmledit.find(root, vm.PORT_PATH)
+    port = xmledit.find(root, vm_pieces.PORT_PATH)
     assert (port.get("index"), port.find("target").attrib, port.find("address").attrib) == (
         "3",
         {"hotplug": "off"},
@@ -239,7 +245,7 @@ def test_a_device_at_the_ports_guest_address_is_refused(aurora: model.Model) -> 
         ' function="0x0"/></controller></devices>',
     )
     with pytest.raises(GpupassError) as e:
-        vm.apply(xmledit.parse(taken), vm.Context(aurora))
+        vm_pieces.apply(xmledit.parse(taken), vm_pieces.Context(aurora))
     assert e.value.lines() == [
         "the domain's controller qemu-xhci sits at guest PCI address 00:1c, where gpupass puts the GPU's root port",
         "hint: move it (remove its <address> and libvirt picks another), then attach again",
@@ -254,8 +260,8 @@ def with_subsystem_id(m: model.Model, sub: str) -> model.Model:
 
 def test_a_known_subsystem_id_becomes_a_qemu_override_of_the_aliased_gpu(aurora: model.Model) -> None:
     root = xmledit.parse(SMALL_DOMAIN)
-    vm.apply(root, vm.Context(with_subsystem_id(aurora, "1d05:1234")))
-    gpu = xmledit.find(root, vm.hostdev_path(aurora.gpu_function))
+    vm_pieces.apply(root, vm_pieces.Context(with_subsystem_id(aurora, "1d05:1234")))
+    gpu = xmledit.find(root, vm_pieces.hostdev_path(aurora.gpu_function))
     assert gpu.find("alias").get("name") == "ua-gpupass-0000-01-00-0"
     device = root.find("qemu:override/qemu:device", QEMU)
     assert device.get("alias") == "ua-gpupass-0000-01-00-0"
@@ -267,7 +273,7 @@ def test_a_known_subsystem_id_becomes_a_qemu_override_of_the_aliased_gpu(aurora:
     # Without one (the field's default '', or given as ''), no alias and no override.
     for m in (aurora, with_subsystem_id(aurora, "")):
         plain = xmledit.parse(SMALL_DOMAIN)
-        vm.apply(plain, vm.Context(m))
+        vm_pieces.apply(plain, vm_pieces.Context(m))
         assert plain.find("qemu:override", QEMU) is None and plain.find("devices/hostdev/alias") is None
 
 
@@ -288,7 +294,7 @@ def test_a_known_subsystem_id_becomes_a_qemu_override_of_the_aliased_gpu(aurora:
     ],
 )
 def test_secure_boot_is_recognised(os_xml: str, why: str) -> None:
-    assert vm.secure_boot(ET.fromstring(f"<domain>{os_xml}</domain>")) == why
+    assert vm_pieces.secure_boot(ET.fromstring(f"<domain>{os_xml}</domain>")) == why
 
 
 DOMAIN_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
@@ -308,7 +314,7 @@ def test_the_native_acpi_table_sits_where_libvirts_schema_wants_it(aurora: model
     editor = xmledit.Editor(root)
     for arg in list(root.iterfind("qemu:commandline/qemu:arg", QEMU))[2:]:  # the -acpitable pairs
         root.find("qemu:commandline", QEMU).remove(arg)
-    vm.piece_battery_table(editor, vm.Context(aurora, native_acpi_table=True))
+    vm_pieces.piece_battery_table(editor, vm_pieces.Context(aurora, native_acpi_table=True))
     table = root.find("os/acpi/table")
     assert (table.get("type"), table.text) == ("raw", str(paths.INSTALLED_AML))
     schema_text = (DOMAIN_RNG.parent / "domaincommon.rng").read_text()
@@ -364,7 +370,7 @@ def virt_install_xml(libvirtd: Daemon, name: str, firmware: str, disk: Path) -> 
 
 @pytest.fixture
 def connection(libvirtd: Daemon) -> Iterator[object]:
-    from gpupass.laptop import libvirtconn
+    from gpupass.laptop.vm import libvirtconn
 
     conn = libvirtconn.connect(libvirtd.uri)
     yield conn
@@ -398,15 +404,15 @@ def test_attach_then_detach_gives_back_the_users_domain(
     backups = tmp_path / "backups"
     users_tpm = ET.tostring(ET.fromstring(original).find("devices/tpm"))  # virt-install gives every UEFI guest one
 
-    first = vm.attach(connection, user_domain, aurora, host_cpus=LAPTOP_CPUS, backup_dir=backups)
+    first = vm_attach.attach(connection, user_domain, aurora, host_cpus=LAPTOP_CPUS, backup_dir=backups)
     assert first.defined and first.backup.read_text() == original
     assert first.notices and first.notices[0].startswith(f"Secure Boot firmware switched to {aurora.vm.ovmf_code}: ")
     attached = dumpxml(libvirtd, user_domain)
-    assert vm.missing_pieces(attached, aurora, LAPTOP_CPUS) == []
+    assert vm_pieces.missing_pieces(attached, aurora, LAPTOP_CPUS) == []
 
     # Read back what libvirt kept, piece by piece.
     root = ET.fromstring(attached)
-    hostdevs = [xmledit.find(root, vm.hostdev_path(f)) for f in aurora.gpu.functions]
+    hostdevs = [xmledit.find(root, vm_pieces.hostdev_path(f)) for f in aurora.gpu.functions]
     guest = [h.find("address").attrib for h in hostdevs]
     assert {(a["bus"], a["slot"]) for a in guest} == {(guest[0]["bus"], "0x00")}
     assert [a["function"] for a in guest] == ["0x0", "0x1"] and guest[0]["multifunction"] == "on"
@@ -424,7 +430,7 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert root.find("features/kvm/hidden").get("state") == "on"
     assert root.find("features/hyperv/vendor_id").attrib == {"state": "on", "value": aurora.vm.hyperv_vendor_id}
     hyperv = {e.tag: e.get("state") for e in root.find("features/hyperv")}
-    assert hyperv == dict.fromkeys([*(n for n, _, _ in vm.HYPERV_ENLIGHTENMENTS), "vendor_id"], "on")
+    assert hyperv == dict.fromkeys([*(n for n, _, _ in vm_pieces.HYPERV_ENLIGHTENMENTS), "vendor_id"], "on")
     assert root.find("features/hyperv/stimer/direct").get("state") == "on"
     assert root.find("clock/timer[@name='hypervclock']").get("present") == "yes"
     assert [ET.tostring(t) for t in root.iterfind("devices/tpm")] == [users_tpm]  # kept, and no second one
@@ -433,16 +439,16 @@ def test_attach_then_detach_gives_back_the_users_domain(
     assert root.find("cputune/emulatorpin").get("cpuset") == "8-11"
     assert root.find("devices/graphics").get("passwd") == "secret"  # the user's secret kept
 
-    second = vm.attach(connection, user_domain, aurora, host_cpus=LAPTOP_CPUS, backup_dir=backups)
+    second = vm_attach.attach(connection, user_domain, aurora, host_cpus=LAPTOP_CPUS, backup_dir=backups)
     assert (second.diff, second.defined) == ("", False)
     assert dumpxml(libvirtd, user_domain) == attached
 
-    dry = vm.detach(connection, user_domain, dry_run=True, backup_dir=backups)
+    dry = vm_attach.detach(connection, user_domain, dry_run=True, backup_dir=backups)
     assert dry.diff.startswith(f"--- {user_domain} (as defined)\n+++ {user_domain} (after gpupass vm detach)\n")
     assert dumpxml(libvirtd, user_domain) == attached
-    vm.detach(connection, user_domain, backup_dir=backups)
+    vm_attach.detach(connection, user_domain, backup_dir=backups)
     assert dumpxml(libvirtd, user_domain) == original
-    assert vm.detach(connection, user_domain, backup_dir=backups).lines("passthrough detached", False) == [
+    assert vm_attach.detach(connection, user_domain, backup_dir=backups).lines("passthrough detached", False) == [
         f"note: {user_domain} holds nothing gpupass vm attach added",
         f"{user_domain}: nothing to change",
     ]
@@ -475,11 +481,11 @@ def test_dry_run_prints_the_diff_the_real_run_makes(
     else:
         assert '<emulatorpin cpuset="' in diff
 
-    from gpupass.laptop import libvirtconn
+    from gpupass.laptop.vm import libvirtconn
 
     conn = libvirtconn.connect(libvirtd.uri)
     try:
-        real = vm.attach(conn, user_domain, model.load(ROOT / "models" / "aurora-z.toml"), backup_dir=tmp_path)
+        real = vm_attach.attach(conn, user_domain, model.load(ROOT / "models" / "aurora-z.toml"), backup_dir=tmp_path)
     finally:
         conn.close()
     assert real.diff == diff
@@ -516,7 +522,7 @@ def test_a_subsystem_id_override_is_accepted_by_libvirt(
     libvirtd: Daemon, connection, user_domain: str, aurora: model.Model, tmp_path: Path
 ) -> None:
     m = with_subsystem_id(aurora, "1d05:1234")
-    vm.attach(connection, user_domain, m, host_cpus=LAPTOP_CPUS, backup_dir=tmp_path)
+    vm_attach.attach(connection, user_domain, m, host_cpus=LAPTOP_CPUS, backup_dir=tmp_path)
     root = ET.fromstring(dumpxml(libvirtd, user_domain))
     props = root.findall(
         "qemu:override/qemu:device[@alias='ua-gpupass-0000-01-00-0']/qemu:frontend/qemu:property", QEMU
@@ -525,10 +531,10 @@ def test_a_subsystem_id_override_is_accepted_by_libvirt(
         ("x-pci-sub-vendor-id", str(0x1D05)),
         ("x-pci-sub-device-id", str(0x1234)),
     ]
-    assert xmledit.find(root, vm.hostdev_path(aurora.gpu_function)).find("alias").get("name") == (
+    assert xmledit.find(root, vm_pieces.hostdev_path(aurora.gpu_function)).find("alias").get("name") == (
         "ua-gpupass-0000-01-00-0"
     )
-    assert vm.missing_pieces(ET.tostring(root, encoding="unicode"), m, LAPTOP_CPUS) == []
+    assert vm_pieces.missing_pieces(ET.tostring(root, encoding="unicode"), m, LAPTOP_CPUS) == []
 
 
 @pytest.mark.tool
@@ -582,7 +588,7 @@ def test_define_puts_the_users_disk_and_iso_into_the_models_domain(
         ]  # fmt: skip
         tpm = root.find("devices/tpm")
         assert (tpm.get("model"), tpm.find("backend").attrib) == ("tpm-crb", {"type": "emulator", "version": "2.0"})
-        assert vm.missing_pieces(ET.tostring(root, encoding="unicode"), aurora) == []
+        assert vm_pieces.missing_pieces(ET.tostring(root, encoding="unicode"), aurora) == []
         assert record.read_text() == "win11-new\n"
         assert root.find("metadata") is None  # nothing for detach to take out of gpupass's own domain
         # The printed way to take the installer out works on the shut-off domain.
@@ -656,7 +662,7 @@ def test_qemu_boots_the_disk_then_the_installer_with_every_enlightenment_and_the
     """What QEMU is told (``virsh domxml-to-native``): OVMF tries the disk first, then the
     installer; the drivers CD is not a boot device."""
     template = render.render_all(aurora)[DOMAIN].decode().replace('<domain type="kvm"', '<domain type="qemu"', 1)
-    xml = vm.define_xml(
+    xml = vm_define.define_xml(
         template, aurora, name="w", disk=tmp_path / "d.qcow2", iso=tmp_path / "W.iso", virtio_win=tmp_path / "v.iso"
     )
     path = tmp_path / "domain.xml"
@@ -696,7 +702,7 @@ def test_the_users_own_mmio_window_is_resized_and_given_back(aurora: model.Model
         "</qemu:commandline></domain>",
     )
     root = xmledit.parse(original)
-    vm.apply(root, vm.Context(aurora))
+    vm_pieces.apply(root, vm_pieces.Context(aurora))
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     assert args[:2] == ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=65536"] and args.count("-fw_cfg") == 1
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
@@ -717,12 +723,12 @@ def test_a_window_resized_by_a_newer_model_is_still_given_back(aurora: model.Mod
         )
     bigger = dataclasses.replace(aurora, gpu=dataclasses.replace(aurora.gpu, mmio64_mb=131072))
     root = xmledit.parse(original)
-    vm.apply(root, vm.Context(aurora))
+    vm_pieces.apply(root, vm_pieces.Context(aurora))
     root = xmledit.parse(xmledit.to_text(root))
-    vm.apply(root, vm.Context(bigger))
+    vm_pieces.apply(root, vm_pieces.Context(bigger))
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     assert args[:2] == ["-fw_cfg", "opt/ovmf/X-PciMmio64Mb,string=131072"] and args.count("-fw_cfg") == 1
-    assert vm.missing_pieces(xmledit.to_text(root), bigger) == []
+    assert vm_pieces.missing_pieces(xmledit.to_text(root), bigger) == []
     editor = xmledit.Editor(xmledit.parse(xmledit.to_text(root)))
     editor.undo()
     assert xmledit.to_text(editor.root) == xmledit.to_text(xmledit.parse(original))
@@ -731,7 +737,7 @@ def test_a_window_resized_by_a_newer_model_is_still_given_back(aurora: model.Mod
 @pytest.mark.parametrize("native", [False, True], ids=["qemu-commandline", "native-acpi-table"])
 def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aurora: model.Model, native: bool) -> None:
     shipped = render.render_all(aurora)[DOMAIN].decode()
-    text = vm.define_xml(
+    text = vm_define.define_xml(
         shipped,
         aurora,
         name="win",
@@ -758,13 +764,13 @@ def test_define_xml_names_the_disk_and_iso_and_picks_the_battery_tables_form(aur
     else:
         assert (args[2:], tables) == (["-acpitable", f"file={paths.INSTALLED_AML}", *rom], [])
     assert root.find("metadata") is None
-    assert vm.missing_pieces(text, aurora, LAPTOP_CPUS) == []
+    assert vm_pieces.missing_pieces(text, aurora, LAPTOP_CPUS) == []
 
 
 @pytest.mark.parametrize("iso", [True, False], ids=["with-installer", "drivers-only"])
 def test_define_xml_with_virtio_win_puts_disk_and_nic_on_virtio(aurora: model.Model, iso: bool) -> None:
     shipped = render.render_all(aurora)[DOMAIN].decode()
-    text = vm.define_xml(
+    text = vm_define.define_xml(
         shipped,
         aurora,
         name="win",
@@ -793,7 +799,7 @@ def test_the_hyperv_enlightenments_a_domain_lacks_are_added_and_the_users_own_ke
     ).replace("</features>", '</features><clock offset="localtime"><timer name="rtc" tickpolicy="catchup"/></clock>')
     root = xmledit.parse(original)
     editor = xmledit.Editor(root, owner="test")
-    vm.piece_hyperv_enlightenments(editor, vm.Context(aurora))
+    vm_pieces.piece_hyperv_enlightenments(editor, vm_pieces.Context(aurora))
     hyperv = [(e.tag, e.attrib, [(c.tag, c.attrib) for c in e]) for e in root.find("features/hyperv")]
     assert hyperv == [
         ("relaxed", {"state": "on"}, []),
@@ -816,7 +822,7 @@ def test_the_hyperv_enlightenments_a_domain_lacks_are_added_and_the_users_own_ke
     # Passthrough mode hands the guest all the host has: nothing to add.
     passthrough = xmledit.parse(SMALL_DOMAIN.replace('<hyperv mode="custom">', '<hyperv mode="passthrough">'))
     editor = xmledit.Editor(passthrough)
-    vm.piece_hyperv_enlightenments(editor, vm.Context(aurora))
+    vm_pieces.piece_hyperv_enlightenments(editor, vm_pieces.Context(aurora))
     assert editor.changes == []
 
 
@@ -824,8 +830,8 @@ def test_no_rom_table_for_a_machine_type_whose_gpu_may_have_no_acpi_node(aurora:
     old = SMALL_DOMAIN.replace('machine="q35"', 'machine="pc-q35-5.2"')
     assert old != SMALL_DOMAIN
     root = xmledit.parse(old)
-    ctx = vm.Context(aurora)
-    vm.apply(root, ctx)
+    ctx = vm_pieces.Context(aurora)
+    vm_pieces.apply(root, ctx)
     args = [a.get("value") for a in root.iterfind("qemu:commandline/qemu:arg", QEMU)]
     assert f"file={paths.ROM_AML}" not in args and f"file={paths.INSTALLED_AML}" in args
     assert ctx.notices[0] == (

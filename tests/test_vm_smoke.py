@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import cli, guest, model, paths
-from gpupass.laptop import romtable
+from gpupass.laptop.rom import acpi_table
 from gpupass.packaging import render
 
 from . import vm_smoke
@@ -78,8 +78,8 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
     if loaded.acpi_rom:
         # What gpupass vbios writes beside a stored vBIOS, here for a ROM built from the PCI
         # Firmware layout (vendors' images are not shipped).
-        rom_aml = tmp_path / romtable.NAME
-        rom_aml.write_bytes(romtable.ssdt(GUEST_ROM))
+        rom_aml = tmp_path / acpi_table.NAME
+        rom_aml.write_bytes(acpi_table.ssdt(GUEST_ROM))
         tables[str(paths.ROM_AML)] = rom_aml
     if loaded.nvpcf:
         nvpcf_aml = tmp_path / paths.NVPCF_AML.name
@@ -149,7 +149,7 @@ def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
     acpi = loaded.acpi
     ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {acpi.oem_id} +{acpi.oem_table_id} "
     assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
-    rom_ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {romtable.OEM_ID} +{romtable.OEM_TABLE_ID} "
+    rom_ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {acpi_table.OEM_ID} +{acpi_table.OEM_TABLE_ID} "
     assert bool(re.search(rom_ssdt, boot.serial())) == loaded.acpi_rom, f"_ROM SSDT loaded?\n{boot.logs()}"
     assert_full_battery_and_laptop_smbios(report, loaded)
     assert report.supply_of_type("Mains").get("online") == "1", "\n".join(report.lines)
@@ -178,7 +178,7 @@ def test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest(
     """The check above can fail: the same _ROM table aimed at a slot QEMU left empty (00:03.0,
     so no node S18) does not load, and the guest's kernel logs it."""
     loaded, domain, serial_log = smoke_domain(ROOT / "models" / "aurora-z.toml", guest_kernel, tmp_path)
-    (tmp_path / romtable.NAME).write_bytes(romtable.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
+    (tmp_path / acpi_table.NAME).write_bytes(acpi_table.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
     libvirtd.virsh("define", str(domain))
     _, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
     assert any("AE_NOT_FOUND" in line for line in report.acpi_errors), "\n".join(report.lines)

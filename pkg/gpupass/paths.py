@@ -44,3 +44,4 @@ VM_RECORD = STATE_DIR / "vm"
 RELEASE_RECORD = STATE_DIR / "power-release.json"
 POWER_UNIT = "gpupass-power.service"
 LIBVIRT_HOOK = Path("/usr/lib/gpupass/libvirt-qemu-hook")
+LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")  # where vm define puts a new disk

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GpupassError
-from ..model import IOMMU_ARG, toml_value
-from .machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
-from .preflight import (
+from ...errors import GpupassError
+from ...model import IOMMU_ARG, toml_value
+from ..machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
+from ..preflight import (
     CPU_VENDORS,
     IOMMU_TABLES,
     PCI_CLASS_NAMES,

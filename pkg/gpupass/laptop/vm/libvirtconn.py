@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GpupassError
+from ...errors import GpupassError
 
 DEFAULT_URI = "qemu:///system"
 

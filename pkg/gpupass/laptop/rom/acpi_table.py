@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import struct
 
-from .. import guest
-from ..errors import GpupassError
+from ... import guest
+from ...errors import GpupassError
 
 NAME = "ssdt-rom.aml"
 OEM_ID = "GPUPAS"

@@ -1,8 +1,8 @@
-"""The passthrough pieces of a libvirt domain: put them into a user's domain, take them out.
+"""The passthrough pieces of a libvirt domain, and what a domain lacks of them.
 
-``gpupass vm attach`` adds to an existing domain exactly what passthrough needs and leaves
-the rest as it was; ``gpupass vm detach`` takes out exactly that; ``gpupass vm define``
-defines the package's own domain with the user's disk. Each *piece* is one function of
+``gpupass vm attach`` (attach.py) adds to an existing domain exactly what passthrough needs
+and leaves the rest as it was; ``gpupass vm detach`` takes out exactly that; ``gpupass vm
+define`` (define.py) defines the package's own domain with the user's disk. Each *piece* is one function of
 (editor, context) that finds-or-creates its elements through ``xmledit``: run on a scratch
 copy it says what is missing (``missing_pieces``, for ``gpupass doctor``), run for real it
 makes the change and journals it in the domain's ``<metadata>``.
@@ -12,19 +12,15 @@ Standard library only; libvirt itself is reached through ``libvirtconn`` (laptop
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .. import guest, paths
-from ..errors import GpupassError
-from ..model import SECURE_BOOT_LOADER, Model, PciFunction
-from . import command, xmledit
+from ... import guest, paths
+from ...errors import GpupassError
+from ...model import SECURE_BOOT_LOADER, Model, PciFunction
+from . import xmledit
 from .xmledit import Editor, quote
 
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
@@ -34,11 +30,6 @@ PORT_ALIAS = guest.PORT_ALIAS
 PORT_PATH = f"devices/controller[@type='pci'][@model='pcie-root-port'][alias/@name='{PORT_ALIAS}']"
 MMIO_OPTION = "opt/ovmf/X-PciMmio64Mb"
 SMBIOS_FIELDS = ("manufacturer", "product", "version", "family")
-IMAGES_DIR = Path("/var/lib/libvirt/images")
-# The folders of the virtio-win drivers ISO that Windows 11 (amd64) setup loads.
-VIRTIO_WIN_STORAGE = "viostor\\w11\\amd64"
-VIRTIO_WIN_NETWORK = "NetKVM\\w11\\amd64"
-BACKUP_DIR = paths.STATE_DIR / "domains"
 
 
 @dataclass(frozen=True)
@@ -191,13 +182,13 @@ def piece_mmio_window(editor: Editor, ctx: Context) -> None:
     editor.add_pair("qemu:commandline", "qemu:arg", "-fw_cfg", value)
 
 
-def _acpi_table_paths(file: str) -> tuple[str, str]:
+def acpi_table_paths(file: str) -> tuple[str, str]:
     return f"os/acpi/table[@type='raw'][.='{quote(file)}']", f"file={file}"
 
 
 def _acpi_table(editor: Editor, ctx: Context, file: str, native_allowed: bool = True) -> None:
     """An SSDT for the guest: libvirt's own element where it has one, else QEMU's -acpitable."""
-    native, argument = _acpi_table_paths(file)
+    native, argument = acpi_table_paths(file)
     commandline = editor.root.find("qemu:commandline", xmledit.NAMESPACES)
     if xmledit.find(editor.root, native) is not None:
         return
@@ -433,292 +424,3 @@ def _readable(text: str, model: Model) -> str:
     for function in model.gpu.functions:
         text = text.replace(hostdev_path(function), f"hostdev {function.address}")
     return text.replace(PORT_PATH, "a pcie-root-port for them")
-
-
-# Against libvirt ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What attach/detach did (or with --dry-run, would do) to one domain."""
-
-    name: str
-    diff: str
-    notices: tuple[str, ...] = ()
-    backup: Path | None = None
-    defined: bool = False
-
-    def lines(self, verb: str, dry_run: bool) -> list[str]:
-        out = [self.diff.rstrip("\n")] if self.diff else []
-        out += [f"note: {n}" for n in self.notices]
-        if not self.diff:
-            out.append(f"{self.name}: nothing to change")
-        elif dry_run:
-            out.append(f"{self.name}: dry run, nothing changed")
-        else:
-            out.append(f"{self.name}: {verb}; the previous definition is kept in {self.backup}")
-        return out
-
-
-def diff(name: str, before: str, after: str, verb: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile=f"{name} (as defined)",
-            tofile=f"{name} (after gpupass vm {verb})",
-        )
-    )
-
-
-def _edit(
-    conn, name: str, verb: str, change: Callable[[ET.Element], list[str]], dry_run: bool, backup_dir: Path
-) -> Outcome:
-    from . import libvirtconn
-
-    domain = libvirtconn.lookup(conn, name)
-    if not dry_run and libvirtconn.is_active(domain):
-        raise GpupassError(
-            f"{name} is running; gpupass changes only a domain that is shut off",
-            hint=f"shut it down first (virsh shutdown {name}), or see the change with --dry-run",
-        )
-    original = libvirtconn.inactive_xml(domain)
-    root = xmledit.parse(original)
-    notices = change(root)
-    before, after = xmledit.to_text(xmledit.parse(original)), xmledit.to_text(root)
-    if before == after:
-        return Outcome(name, "", tuple(notices))
-    text = diff(name, before, after, verb)
-    if dry_run:
-        return Outcome(name, text, tuple(notices))
-    backup = store_backup(backup_dir, name, original)
-    libvirtconn.define(conn, after)
-    return Outcome(name, text, tuple(notices), backup, defined=True)
-
-
-def store_backup(backup_dir: Path, name: str, xml: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = backup_dir / f"{name}.{stamp}.xml"
-    number = 1
-    while path.exists():
-        number += 1
-        path = backup_dir / f"{name}.{stamp}.{number}.xml"
-    try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(xml, encoding="utf-8")
-    except OSError as e:
-        raise GpupassError(f"cannot keep the old definition in {path}: {e.strerror}") from None
-    return path
-
-
-def attach(
-    conn,
-    name: str,
-    model: Model,
-    *,
-    dry_run: bool = False,
-    host_cpus: Iterable[int] | None = None,
-    backup_dir: Path = BACKUP_DIR,
-) -> Outcome:
-    from . import libvirtconn
-
-    ctx = Context(
-        model,
-        native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
-        host_cpus=tuple(libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus),
-    )
-
-    def change(root: ET.Element) -> list[str]:
-        apply(root, ctx)
-        return ctx.notices
-
-    return _edit(conn, name, "attach", change, dry_run, backup_dir)
-
-
-def detach(conn, name: str, *, dry_run: bool = False, backup_dir: Path = BACKUP_DIR) -> Outcome:
-    def change(root: ET.Element) -> list[str]:
-        editor = Editor(root)
-        if not editor.journaled:
-            return [f"{name} holds nothing gpupass vm attach added"]
-        editor.undo()
-        return []
-
-    return _edit(conn, name, "detach", change, dry_run, backup_dir)
-
-
-# vm define ----------------------------------------------------------------------------
-
-
-def create_disk(path: Path, size_gib: int) -> None:
-    if path.exists():
-        raise GpupassError(f"{path} exists already; not overwriting it", hint=f"use it with --disk {path}")
-    command.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"], "qemu-utils")
-
-
-def define_xml(
-    template: str,
-    model: Model,
-    *,
-    name: str,
-    disk: Path,
-    iso: Path | None = None,
-    virtio_win: Path | None = None,
-    native_acpi_table: bool = False,
-    host_cpus: Iterable[int] = (),
-) -> str:
-    """The package's domain with the user's name, disk, installer ISO and drivers ISO.
-
-    The disk is on SATA and the NIC an e1000e, which Windows setup drives without extra
-    drivers; with the virtio-win drivers ISO both are virtio and the ISO a second CD-ROM.
-    Boot order: the disk, then the installer. OVMF skips a disk with nothing to boot (a new
-    one) and starts the installer; once setup has written its boot loader to the disk,
-    setup's own reboots land there (see DESIGN.md).
-    """
-    root = xmledit.parse(template)
-    editor = Editor(root, journal=False)  # the package's own domain: nothing to undo
-    editor.set_text(editor.ensure("name"), "name", name)
-    disk_path = "devices/disk[@type='file'][@device='disk']"
-    disk_element = xmledit.find(root, disk_path)
-    if disk_element is None:
-        disk_element = editor.ensure(disk_path, before=("controller", "interface", "graphics"))
-        ET.SubElement(disk_element, "driver", name="qemu", type="qcow2", discard="unmap")
-        ET.SubElement(disk_element, "target", dev="sda", bus="sata")
-    editor.ensure(f"{disk_path}/source").set("file", str(disk))
-    sata = (f"sd{letter}" for letter in "abcdefghijklmnopqrstuvwxyz")
-    target = editor.ensure(f"{disk_path}/target")
-    if virtio_win is not None:
-        target.attrib.update(dev="vda", bus="virtio")
-        for nic in root.iterfind("devices/interface"):
-            model_element = nic.find("model")
-            if model_element is None:
-                model_element = ET.SubElement(nic, "model")
-            model_element.set("type", "virtio")
-    elif target.get("bus") == "sata":
-        next(sata)  # the disk's sda
-    anchor = list(root.find("devices")).index(disk_element) + 1
-    for number, image in enumerate(i for i in (iso, virtio_win) if i is not None):
-        cdrom = ET.Element("disk", type="file", device="cdrom")
-        ET.SubElement(cdrom, "driver", name="qemu", type="raw")
-        ET.SubElement(cdrom, "source", file=str(image))
-        ET.SubElement(cdrom, "target", dev=next(sata), bus="sata")
-        ET.SubElement(cdrom, "readonly")
-        root.find("devices").insert(anchor + number, cdrom)
-    if iso is not None:
-        # After the disk (os/boot dev="hd" in the template): libvirt gives the first disk
-        # bootindex 1 and the first CD-ROM, the installer, bootindex 2.
-        editor.ensure("os/boot[@dev='cdrom']", before=("smbios",))
-    ctx = Context(model, native_acpi_table=native_acpi_table, host_cpus=tuple(host_cpus))
-    if native_acpi_table:
-        commandline = root.find("qemu:commandline", xmledit.NAMESPACES)
-        argument = _acpi_table_paths(ctx.aml)[1]
-        pair = editor.find_pair(commandline, "qemu:arg", "-acpitable", argument) if commandline else None
-        if commandline is not None and pair is not None:
-            children = list(commandline)
-            commandline.remove(children[children.index(pair) - 1])
-            commandline.remove(pair)
-        piece_battery_table(editor, ctx)
-    piece_emulator_pinning(editor, ctx)
-    return xmledit.to_text(root)
-
-
-def define(
-    conn,
-    model: Model,
-    *,
-    name: str | None = None,
-    disk: Path | None = None,
-    disk_size_gib: int | None = None,
-    iso: Path | None = None,
-    virtio_win: Path | None = None,
-    template: Path = paths.INSTALLED_DOMAIN,
-    images_dir: Path = IMAGES_DIR,
-    host_cpus: Iterable[int] | None = None,
-) -> list[str]:
-    from . import libvirtconn
-
-    name = name or model.vm.name
-    if libvirtconn.exists(conn, name):
-        raise GpupassError(
-            f"a domain named {name} exists already",
-            hint=f"choose another name, or add passthrough to it: gpupass vm attach {name}",
-        )
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as e:
-        raise GpupassError(f"{template}: cannot be read: {e.strerror}", hint=f"reinstall {model.package}") from None
-    if iso is not None and not iso.is_file():
-        raise GpupassError(f"{iso}: no such file (expected the Windows installer ISO)")
-    if virtio_win is not None and not virtio_win.is_file():
-        raise GpupassError(f"{virtio_win}: no such file (expected the virtio-win drivers ISO)")
-    lines = []
-    if disk is None:
-        disk = images_dir / f"{name}.qcow2"
-        if disk_size_gib is not None:
-            create_disk(disk, disk_size_gib)
-            lines.append(f"{disk}: created, {disk_size_gib} GiB (qcow2)")
-        elif not disk.exists():
-            raise GpupassError(f"{disk}: no such disk image", hint="pass --disk PATH, or --disk-size GiB to create it")
-    elif not disk.exists():
-        raise GpupassError(f"{disk}: no such disk image", hint="pass an existing image, or --disk-size GiB instead")
-    xml = define_xml(
-        text,
-        model,
-        name=name,
-        disk=disk.resolve(),
-        iso=iso.resolve() if iso else None,
-        virtio_win=virtio_win.resolve() if virtio_win else None,
-        native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
-        host_cpus=libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus,
-    )
-    try:
-        libvirtconn.define(conn, xml)
-    except GpupassError:
-        if disk_size_gib is not None:
-            disk.unlink(missing_ok=True)  # created for this domain only
-        raise
-    lines.append(f"{name}: defined (start it with: virsh start {name})")
-    if virtio_win is not None:
-        lines.append(
-            f'Windows setup sees the disk only with the virtio storage driver: at "Where do you want to install'
-            f' Windows?" choose Load driver, then the folder {VIRTIO_WIN_STORAGE} on the virtio-win CD'
-            f" (the network driver is in {VIRTIO_WIN_NETWORK})"
-        )
-    cdroms = [t.get("dev") for t in ET.fromstring(xml).iterfind("devices/disk[@device='cdrom']/target")]
-    if cdroms:
-        eject = "; ".join(f"virsh change-media {name} {dev} --eject --config" for dev in cdroms)
-        lines.append(f"after Windows is installed, take the ISOs out: {eject}")
-    return lines
-
-
-# Command line -------------------------------------------------------------------------
-
-
-def cli(args: argparse.Namespace, model: Model) -> int:
-    """``gpupass vm define | attach | detach`` (arguments parsed by gpupass.cli)."""
-    from . import libvirtconn, power
-
-    conn = libvirtconn.connect(args.connect)
-    try:
-        if args.vm_command == "define":
-            lines = define(
-                conn,
-                model,
-                name=args.name,
-                disk=Path(args.disk) if args.disk else None,
-                disk_size_gib=args.disk_size,
-                iso=Path(args.iso) if args.iso else None,
-                virtio_win=Path(args.virtio_win) if args.virtio_win else None,
-                template=Path(args.domain_xml),
-                images_dir=Path(args.images),
-            )
-            power.remember_domain(args.name or model.vm.name, Path(args.record))
-        elif args.vm_command == "attach":
-            lines = attach(conn, args.name, model, dry_run=args.dry_run).lines("passthrough attached", args.dry_run)
-            if not args.dry_run:  # the domain gpupass power acts on, unless power.conf names one
-                power.remember_domain(args.name, Path(args.record))
-        else:
-            lines = detach(conn, args.name, dry_run=args.dry_run).lines("passthrough detached", args.dry_run)
-    finally:
-        conn.close()
-    print("\n".join(lines))
-    return 0

@@ -4,7 +4,7 @@ A BIOS update (a capsule, a flash image, or an installer that carries one) keeps
 option ROM inside UEFI firmware volumes, often compressed. This finds every volume at any
 offset, walks its FFS files and sections (LZMA decompressed with the standard library, as
 EDK2 writes it), scans every leaf for PCI option ROM images whose PCIR names the GPU, and
-stores the first chain that passes ``vbios.validate``. Tiano/EFI-compressed sections go
+stores the first chain that passes ``format.validate``. Tiano/EFI-compressed sections go
 through UEFIExtract (uefitool-cli) and installers through 7z or innoextract, when those are
 installed; otherwise the refusal names the package. gpupass never ships or downloads a ROM:
 the images are the laptop maker's.
@@ -24,19 +24,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import GpupassError
-from . import command
-from .vbios import (
-    PCIR_POINTER,
-    PCIR_SIGNATURE,
-    ROM_SIGNATURE,
-    Installed,
-    RomError,
-    install,
-    parse_id,
-    present_rom,
-    validate,
-)
+from ...errors import GpupassError
+from .. import command
+from .format import PCIR_POINTER, PCIR_SIGNATURE, ROM_SIGNATURE, RomError, parse_id, validate
+from .store import Installed, install, present_rom
 
 FV_SIGNATURE = b"_FVH"
 FV_SIGNATURE_AT = 40

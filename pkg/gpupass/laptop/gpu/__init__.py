@@ -1,0 +1,1 @@
+"""The dGPU on the host: which driver holds it, and how asleep it is."""

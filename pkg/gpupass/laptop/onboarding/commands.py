@@ -1,0 +1,46 @@
+"""``gpupass check`` and ``gpupass probe``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ...modelfiles import chosen_model
+from .. import options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = options.add_command(
+        commands, "check", run_check, "pre-flight checks: is this the laptop the model is for?"
+    )
+    options.add_model(parser)
+    options.add_root(parser)
+    parser = options.add_command(
+        commands, "probe", run_probe, "read this laptop and print a model for it (TOML, each value with its source)"
+    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the model to FILE instead of stdout")
+    parser.add_argument("--json", action="store_true", help="JSON for tools: the model, each value's source, warnings")
+    options.add_root(parser)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .. import preflight  # here: every gpupass command registers check and probe
+
+    return preflight.cli(chosen_model(args.model), Path(args.root))
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from .. import machine
+    from . import probe
+
+    probed = probe.probe(machine.read(Path(args.root), processes=False))  # refused: nothing is written
+    text = probed.json() if args.json else probed.toml()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output} (proposed model id: {probed.model_id})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    for warning in probed.warnings:
+        print(f"gpupass: warning: {warning}", file=sys.stderr)
+    return 0
