@@ -7,7 +7,9 @@ is a fixture tree (tests/sysfs.py) with its AC adapter offline:
 
 1. the guest ignores the button: still running after the timeout, exit 1, and the message says so;
 2. it ignores it again, and the AC adapter comes back during the wait: the wait ends, exit 0;
-3. it obeys: shut off within the timeout, and libvirt's reason is shutdown, not destroyed.
+3. it obeys: shut off within the timeout, and libvirt's reason is shutdown, not destroyed;
+4. the same guest started as a transient domain (``virsh create``), obeying the first press:
+   it shuts down and libvirt forgets it, which is success too, not an error.
 """
 
 from __future__ import annotations
@@ -49,12 +51,16 @@ while [ -z "$event" ] && [ $i -lt 100 ]; do
     i=$((i + 1))
     sleep 0.2
 done
+obey=3
+for word in $(cat /proc/cmdline); do
+    case $word in gpupass.obey=*) obey=${{word#gpupass.obey=}};; esac
+done
 echo "{mark} ready $event"
 presses=0
 while :; do
     head -c 96 "/dev/input/$event" >/dev/null
     presses=$((presses + 1))
-    if [ $presses -lt 3 ]; then
+    if [ $presses -lt $obey ]; then
         echo "{mark} press $presses ignored"
     else
         echo "{mark} press $presses: powering off"
@@ -72,7 +78,7 @@ DOMAIN = """\
     <type arch="x86_64" machine="q35">hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=0 rdinit=/init</cmdline>
+    <cmdline>console=ttyS0 panic=0 rdinit=/init{extra}</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -117,7 +123,7 @@ def test_shutdown_on_battery_asks_waits_and_never_forces(libvirtd: Daemon, tmp_p
     kernel = vm_smoke.debian_kernel()
     (tmp_path / "initrd").write_bytes(vm_smoke.initramfs(kernel, INIT, MARK))
     serial = tmp_path / "serial.log"
-    xml = DOMAIN.format(name=NAME, kernel=kernel.vmlinuz, initrd=tmp_path / "initrd", serial=serial)
+    xml = DOMAIN.format(name=NAME, kernel=kernel.vmlinuz, initrd=tmp_path / "initrd", serial=serial, extra="")
     (tmp_path / "domain.xml").write_text(xml)
     libvirtd.virsh("define", str(tmp_path / "domain.xml"))
     guest = Guest(libvirtd, serial)
@@ -172,6 +178,23 @@ def test_shutdown_on_battery_asks_waits_and_never_forces(libvirtd: Daemon, tmp_p
             ],
         )
         assert guest.state() == "shut off (shutdown)"  # not "shut off (destroyed)"
+
+        # 4. A transient domain (virsh create) vanishes once it has shut down: that is success.
+        libvirtd.virsh("undefine", NAME)
+        serial.unlink()
+        (tmp_path / "transient.xml").write_text(xml.replace("rdinit=/init", "rdinit=/init gpupass.obey=1"))
+        libvirtd.virsh("create", str(tmp_path / "transient.xml"))
+        guest.wait_for("ready event")
+        status, lines = apply(root, config, libvirtd.uri)
+        assert f"{MARK} press 1: powering off" in guest.serial()
+        assert (status, lines) == (
+            0,
+            [
+                f"gpupass power: {where}; asked {NAME} to shut down, waiting up to {WAIT} s",
+                f"gpupass power: {NAME} has shut down and is gone (a transient domain): the dGPU can power off",
+            ],
+        )
+        assert NAME not in libvirtd.virsh("list", "--all", "--name").stdout.split()
     finally:
         libvirtd.virsh("destroy", NAME, check=False)  # the test's own cleanup, not gpupass
         libvirtd.virsh("undefine", NAME, check=False)

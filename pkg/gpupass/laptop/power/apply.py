@@ -144,7 +144,10 @@ def _shut_down(
     deadline = clock() + config.shutdown_timeout
     while True:
         state, reason = libvirtconn.state(conn, name)
-        if state in (libvirtconn.SHUT_OFF, libvirtconn.MISSING):  # a transient domain is gone once off
+        if state == libvirtconn.MISSING:  # a transient domain (virsh create) is gone once it is off
+            tell(f"{name} has shut down and is gone (a transient domain): the dGPU can power off")
+            return 0
+        if state == libvirtconn.SHUT_OFF:
             tell(f"{name} is {state}{f' ({reason})' if reason else ''}: the dGPU can power off")
             return 0
         if machine.power_supplies(root).on_ac:

@@ -136,11 +136,12 @@ def state(conn: Any, name: str) -> tuple[str, str]:
     libvirt = _libvirt()
     try:
         domain = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return MISSING, ""
-    try:
         code, reason = domain.state()
     except libvirt.libvirtError as e:
+        # A transient domain (virsh create) is undefined the moment it shuts off, possibly
+        # between the lookup and the question: gone is shut off for good.
+        if _gone(libvirt, e):
+            return MISSING, ""
         raise GpupassError(f"libvirt: {name}: {_message(e)}") from None
     if code in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
         words = {
@@ -155,6 +156,11 @@ def state(conn: Any, name: str) -> tuple[str, str]:
     return RUNNING, ""  # running, blocked, or already shutting down
 
 
+def _gone(libvirt: Any, error: Exception) -> bool:
+    """libvirt says the domain does not exist (any more)."""
+    return getattr(error, "get_error_code", lambda: None)() == libvirt.VIR_ERR_NO_DOMAIN
+
+
 def has_guest_agent(conn: Any, name: str) -> bool:
     """The domain has a channel for the QEMU guest agent (it may still not be answering)."""
     root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
@@ -167,17 +173,26 @@ def request_shutdown(conn: Any, name: str) -> list[str]:
     Only a request: the guest decides. gpupass never destroys (forces off) a domain; there is no
     call for it here. Returns notes on what could not be asked."""
     libvirt = _libvirt()
-    domain = conn.lookupByName(name)
-    agent = has_guest_agent(conn, name)
+    try:
+        domain = conn.lookupByName(name)
+        agent = has_guest_agent(conn, name)
+    except libvirt.libvirtError as e:
+        if _gone(libvirt, e):
+            return []  # a transient domain that shut off just now: nothing left to ask
+        raise GpupassError(f"libvirt: {name}: {_message(e)}") from None
     notes = []
     try:
         domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
     except libvirt.libvirtError as e:
+        if _gone(libvirt, e):
+            return []
         notes.append(f"the ACPI power button could not be pressed: {_message(e)}")
     if agent:
         try:
             domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
         except libvirt.libvirtError as e:
+            if _gone(libvirt, e):  # the button was enough
+                return notes
             notes.append(f"the guest agent was not asked: {_message(e)}")
     if len(notes) == 1 + agent:  # nothing was asked
         raise GpupassError(f"libvirt: {name}: " + "; ".join(notes))
