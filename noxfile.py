@@ -171,7 +171,7 @@ def tests(session: nox.Session) -> None:
     pytest(session, "-m", "not vm")
 
 
-@nox.session
+@nox.session(venv_params=SYSTEM_LIBVIRT)  # gpupass power's tests use libvirt's test driver
 def unit(session: nox.Session) -> None:
     """Fast tier: model validation, golden files, properties. Pass --regenerate to rewrite golden files."""
     pytest(session, "-m", PYTEST_TIERS["unit"])
