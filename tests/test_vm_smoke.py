@@ -122,8 +122,9 @@ def smoke_domain(
     return loaded, domain, serial_log
 
 
-def boot_and_report(libvirtd: Daemon, name: str, serial_log: Path) -> tuple[Boot, vm_smoke.GuestReport]:
-    """Start the defined domain, wait until the guest powers off, undefine it; what it printed."""
+def boot_and_report(libvirtd: Daemon, name: str, serial_log: Path) -> tuple[Boot, vm_smoke.GuestReport, str]:
+    """Start the defined domain, wait until the guest powers off, undefine it; what it printed,
+    and a summary for the test to print (guests boot in threads, beside each other)."""
     boot = Boot(libvirtd, name, serial_log)
     try:
         seconds = boot.run(BOOT_TIMEOUT)
@@ -131,9 +132,8 @@ def boot_and_report(libvirtd: Daemon, name: str, serial_log: Path) -> tuple[Boot
         libvirtd.virsh("destroy", name, check=False)  # only if the guest hung
         libvirtd.virsh("undefine", "--nvram", name, check=False)
     report = vm_smoke.parse_report(boot.serial())
-    print("\n".join([f"\n{name}: booted and powered off in {seconds:.1f} s", *report.lines]))
     assert f"{vm_smoke.MARK} done" in report.lines, f"the guest's /init did not finish\n{boot.logs()}"
-    return boot, report
+    return boot, report, "\n".join([f"\n{name}: booted and powered off in {seconds:.1f} s", *report.lines])
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,10 @@ class Booted:
     defined: Defined | None = None  # the guest of vm define's domain
 
     def boot(self) -> tuple[Boot, vm_smoke.GuestReport]:
-        print(self.printed)
         if self.error is not None:
             raise self.error
         assert self.outcome is not None, f"not booted: gpupass vm define failed\n{self.defined}"
+        print(self.printed)
         return self.outcome
 
 
@@ -171,13 +171,11 @@ def boot_all(libvirtd: Daemon, guests: dict[str, tuple[Booted, str, Path]]) -> N
 
     def boot(entry: tuple[Booted, str, Path]) -> None:
         booted, name, serial_log = entry
-        out = io.StringIO()
         try:
-            with contextlib.redirect_stdout(out):
-                booted.outcome = boot_and_report(libvirtd, name, serial_log)
+            boot, report, booted.printed = boot_and_report(libvirtd, name, serial_log)
+            booted.outcome = boot, report
         except BaseException as error:  # pytest.fail's too: the test that asks re-raises it
             booted.error = error
-        booted.printed = out.getvalue()
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(boot, guests.values()))
