@@ -3,7 +3,7 @@
 nox -s build-deb MODEL=aurora-z        build build/gpupass-aurora-z.deb
 nox -s build-all                       every model, in parallel, skipping unchanged ones
 nox -s ppa -- MODEL=all SERIES=noble PPA=owner/name [--upload]
-nox -s piuparts MODEL=aurora-z         piuparts' install/upgrade/purge tests of one model (root)
+nox -s piuparts MODEL=aurora-z         piuparts' install-upgrade-purge test of one model (root)
 nox -s tests                           every test tier (what CI runs)
 
 Settings are NAME=VALUE words: right after the session names (`nox -s build-deb
@@ -171,7 +171,7 @@ def tests(session: nox.Session) -> None:
     pytest(session, "-m", "not vm")
 
 
-@nox.session(venv_params=SYSTEM_LIBVIRT)
+@nox.session(venv_params=SYSTEM_LIBVIRT)  # gpupass power's tests use libvirt's test driver
 def unit(session: nox.Session) -> None:
     """Fast tier: model validation, golden files, properties. Pass --regenerate to rewrite golden files."""
     pytest(session, "-m", PYTEST_TIERS["unit"])
@@ -200,7 +200,7 @@ def vm_smoke(session: nox.Session) -> None:
 def piuparts(session: nox.Session) -> None:
     """Debian's piuparts on one model, Debian 12 and 13 (root): nox -s piuparts MODEL=aurora-z
 
-    install/purge, and the upgrade from the model's previous version through apt
+    the model's previous version installed through apt, upgraded to the new .deb, purged
     (tests/test_piuparts.py)."""
     model = model_arg(session)
     session.env["GPUPASS_PIUPARTS_MODEL"] = model

@@ -26,6 +26,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--regenerate", action="store_true", help="rewrite golden files from the current output")
 
 
+# GPUPASS_ONE_PER_TIER=1 (set by the fresh machine's inner run, tests/test_fresh_machine.py)
+# runs only these, one per tier: what a new machine can break is a missing dependency, and
+# each stands for its tier's by running the most distinct external tools of it.
+ONE_PER_TIER = {
+    # pip's install of the test extras into the session, and Debian's python3-libvirt seen
+    # through --system-site-packages (libvirt's test driver).
+    "unit": "tests/test_power.py::test_status_on_battery_with_the_vm_running",
+    # The package build (build-essential, debhelper, dh-python, fakeroot, stdeb, jinja2,
+    # iasl from acpica-tools), then lintian.
+    "tool": "tests/test_package.py::test_lintian_reports_no_errors_or_warnings",
+    # git (a scratch clone and its commits), gpg and reprepro (the signed repository),
+    # mmdebstrap (the chroot) and piuparts.
+    "install": "tests/test_piuparts.py::test_piuparts_fails_a_build_that_leaves_a_file_after_purge",
+    # libvirtd, virtlogd and virsh, QEMU, OVMF, swtpm, busybox-static and apt-get download
+    # (the guest's kernel).
+    "vm": "tests/test_vm_smoke.py::test_guest_boots_once_with_every_check[aurora-z]",
+}
+ONE_PER_TIER_VARIABLE = "GPUPASS_ONE_PER_TIER"
+
+
+def tier(item: pytest.Item) -> str:
+    """The tier an item runs in (noxfile.PYTEST_TIERS): its vm, install or tool marker, else unit."""
+    return next((name for name in ("vm", "install", "tool") if item.get_closest_marker(name)), "unit")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every tier's representative is still there
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get(ONE_PER_TIER_VARIABLE):
+        return
+    wanted = set(ONE_PER_TIER.values())
+    missing = wanted - {item.nodeid for item in items}
+    if missing:
+        raise pytest.UsageError(f"{ONE_PER_TIER_VARIABLE}: no such test (renamed?): {', '.join(sorted(missing))}")
+    tiers = {item.nodeid: tier(item) for item in items if item.nodeid in wanted}
+    misplaced = [f"{nodeid} ({tiers[nodeid]})" for name, nodeid in ONE_PER_TIER.items() if tiers[nodeid] != name]
+    if misplaced:
+        raise pytest.UsageError(f"{ONE_PER_TIER_VARIABLE}: not of the tier it stands for: {', '.join(misplaced)}")
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
+    items[:] = [item for item in items if item.nodeid in wanted]
+
+
+# The fresh machine's set-up commands run beside the rest of the session (tests/test_fresh_machine.py).
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from .test_fresh_machine import start_if_selected
+
+    start_if_selected(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from .test_fresh_machine import stop_unchecked
+
+    stop_unchecked()
+
+
 @pytest.fixture(scope="session")
 def regenerate(request: pytest.FixtureRequest) -> bool:
     return request.config.getoption("--regenerate")

@@ -3,8 +3,9 @@
 CI runs on a developer's machine, where whatever was installed by hand hides a missing line
 in tools/install-deps. This test starts from a Debian system with only apt, git and the
 host's apt sources and certificate settings, clones the committed checkout into it, and runs
-the two commands README.md gives under "Set up a new machine". The second command runs every
-test tier again inside (this test skips itself there).
+the two commands README.md gives under "Set up a new machine". The second command's test run
+inside is limited to what a fresh machine can break, a missing dependency: one representative
+test per tier (conftest.ONE_PER_TIER, by GPUPASS_ONE_PER_TIER), not a second full run.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from . import chroot
+from .conftest import ONE_PER_TIER, ONE_PER_TIER_VARIABLE
 
 pytestmark = pytest.mark.install
 
@@ -46,6 +50,17 @@ def test_readme_has_exactly_two_setup_commands() -> None:
     assert len(commands) == 2, commands
     assert commands[0].startswith("tools/install-deps build") and "nox -s build-deb" in commands[0]
     assert commands[1].startswith("tools/install-deps test") and "nox -s" in commands[1]
+
+
+def test_each_tiers_representative_is_a_test_of_that_tier() -> None:
+    """The inner run stops at a representative it cannot find (conftest); this names it before
+    a fresh machine is made: a file with a function of that name, marked for its tier."""
+    for tier, nodeid in ONE_PER_TIER.items():
+        path, _, name = nodeid.partition("::")
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {re.escape(name.split('[')[0])}\(", source, re.M), nodeid
+        marks = re.findall(r"^pytestmark = pytest\.mark\.(\w+)$", source, re.M)
+        assert marks == ([] if tier == "unit" else [tier]), (tier, nodeid)
 
 
 def make_fresh_system(target: Path) -> None:
@@ -82,25 +97,22 @@ exec chroot "$root" "$@"
 """
 
 
-def run_in_fresh_system(target: Path, command: str, log: Path) -> subprocess.CompletedProcess[bytes]:
+def run_in_fresh_system(target: Path, command: str, log: Path) -> subprocess.Popen[bytes]:
+    """``command`` started in the machine, in a process group of its own (FreshMachine.stop ends it all)."""
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
         "LC_ALL": "C.UTF-8",
         INSIDE: "1",
-        # The inner run proves this machine's set-up. The release matrix needs nothing of the
-        # machine that the plain chroot tests do not (mmdebstrap brings each release's own
-        # tools), and it runs once, outside.
-        "GPUPASS_RELEASES": "none",
-        # Fewer examples per property: the outer run explores the space, the inner one
-        # needs only to run each tier's code on this machine.
-        "GPUPASS_HYPOTHESIS_EXAMPLES": "25",
+        # The inner run proves this machine's set-up, not the code (the outer run does): one
+        # test per tier, each running its tier's external tools.
+        ONE_PER_TIER_VARIABLE: "1",
         **{name: os.environ[name] for name in CERTIFICATE_VARIABLES if name in os.environ},
     }
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_MACHINE, "sh", str(target)]
     argv += ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", f"cd {CHECKOUT} && {command}"]
     with log.open("wb") as out:
-        return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT, env=env)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def summary(log: Path, lines: int = 40) -> str:
@@ -110,15 +122,92 @@ def summary(log: Path, lines: int = 40) -> str:
     return "\n".join([*errors[-20:], "...", *text[-lines:]])
 
 
+class FreshMachine:
+    """README's set-up commands in a fresh machine, run in a thread of their own.
+
+    Most of their time is spent waiting on the mirror, PyPI and dpkg, so conftest starts them
+    as soon as the session has collected this module's test (``start_if_selected``): they run
+    beside the other tiers, and the test only waits for them and checks what they did."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.target = workdir / "machine"
+        self.results: list[tuple[str, Path, int]] = []  # command, its log, its exit status
+        self.error: BaseException | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="fresh-machine", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            commands = setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+            make_fresh_system(self.target)
+            for n, command in enumerate(commands, start=1):
+                if self.stopped:
+                    return
+                log = self.workdir / f"command-{n}.log"
+                self.process = run_in_fresh_system(self.target, command, log)
+                try:
+                    returncode = self.process.wait(COMMAND_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    raise
+                self.results.append((command, log, returncode))
+                if returncode:
+                    break
+        except BaseException as error:  # shown by the test
+            self.error = error
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """End what still runs (the session ends without the test having waited for it)."""
+        self.stopped = True
+        self.kill()
+        self.thread.join()
+
+    def start(self) -> FreshMachine:
+        self.thread.start()
+        return self
+
+    def check(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert len(self.results) == 2, self.results
+        for command, log, returncode in self.results:
+            assert returncode == 0, f"`{command}` failed ({returncode}):\n{summary(log)}"
+        assert (self.target / CHECKOUT.lstrip("/") / "build/gpupass-aurora-z.deb").is_file()
+
+
+TEST_NAME = "test_readme_setup_commands_pass_on_a_fresh_machine"
+STARTED: dict[str, FreshMachine] = {}
+
+
+def start_if_selected(session: pytest.Session) -> None:
+    """Start the fresh machine at the end of collection when its test is to run (conftest)."""
+    selected = any(item.path == Path(__file__) and item.name == TEST_NAME for item in session.items)
+    if session.config.option.collectonly or not selected:
+        return
+    if not os.environ.get(INSIDE) and os.geteuid() == 0 and shutil.which("mmdebstrap"):
+        # tmp_path_factory's directory (kept, like a test's tmp_path, for the logs).
+        workdir = session.config._tmp_path_factory.mktemp("fresh-machine")
+        STARTED["machine"] = FreshMachine(workdir).start()
+
+
+def stop_unchecked() -> None:
+    """At the session's end (conftest): a machine the test did not wait for (-x, Ctrl-C) is stopped."""
+    machine = STARTED.pop("machine", None)
+    if machine is not None:
+        machine.stop()
+
+
 def test_readme_setup_commands_pass_on_a_fresh_machine(tmp_path: Path) -> None:
     if os.environ.get(INSIDE):
         pytest.skip("already inside the fresh machine this test made")
     chroot.require_root_tools()
-    commands = setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
-    target = tmp_path / "machine"
-    make_fresh_system(target)
-    for n, command in enumerate(commands, start=1):
-        log = tmp_path / f"command-{n}.log"
-        result = run_in_fresh_system(target, command, log)
-        assert result.returncode == 0, f"`{command}` failed ({result.returncode}):\n{summary(log)}"
-    assert (target / CHECKOUT.lstrip("/") / "build/gpupass-aurora-z.deb").is_file()
+    machine = STARTED.pop("machine", None) or FreshMachine(tmp_path).start()
+    machine.check()

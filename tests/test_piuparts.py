@@ -1,10 +1,13 @@
 """piuparts, Debian's own install/upgrade/purge QA, on a model's package.
 
-piuparts installs the package in a copy of a chroot, purges it and compares the whole tree
-with the one before; with the previous version in an apt repository it also installs that
-one through apt, upgrades to the new .deb and purges. It runs on the release matrix's
-Debian 12 and Debian 13 (initramfs-tools) systems (conftest.release_tarballs): one row per
-Debian release, the dracut row's upgrade is tests/test_upgrade.py's.
+One piuparts run per release: its install-upgrade-purge test, in a copy of the chroot,
+installs the previous version through apt from a repository, upgrades to the new .deb, purges,
+and compares the whole tree with the one before. Its install-purge test (the new .deb alone)
+is left out (--no-install-purge-test): the upgrade test makes the same checks after the same
+purge (debsums, processes, broken symlinks, cron and logrotate files, the tree's metadata) and
+adds the files moved between / and /usr, and version N's install is a fresh one. It runs on the
+release matrix's Debian 12 and Debian 13 (initramfs-tools) systems (conftest.release_tarballs):
+one row per Debian release, the dracut row's upgrade is tests/test_upgrade.py's.
 
 `nox -s piuparts MODEL=<id>` runs this module for any model (GPUPASS_PIUPARTS_MODEL).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,7 @@ class Builds:
     previous: Path  # a repository holding the model's version N
     new: Path  # version N+1, from a commit that changes the model file
     leaky: Path  # N+2: a postinst that leaves LEFTOVER behind
+    versions: tuple[str, str, str]  # N, N+1, N+2
 
 
 def build(clone: Path, out: Path) -> Path:
@@ -66,16 +71,29 @@ def piuparts_builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
         env.setenv("GNUPGHOME", str(home))
         repo.publish([previous], work / "repo", key)
     stop_gpg_agent(home)
-    return Builds(work / "repo", new, leaky)
+    versions = tuple(field(deb, "Version") for deb in (previous, new, leaky))
+    return Builds(work / "repo", new, leaky, versions)
 
 
-@pytest.fixture
-def base(release_tarball, tmp_path: Path) -> tuple[chroot.Release, Path]:
-    """The release's system unpacked for piuparts' --existing-chroot (it works on a copy)."""
-    release, tarball = release_tarball
-    if release.name not in PIUPARTS_RELEASES:
-        pytest.skip(f"piuparts runs on {', '.join(PIUPARTS_RELEASES)} (one row per Debian release)")
-    return release, chroot.unpack(tarball, tmp_path / "base").root
+def field(deb: Path, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), name], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def piuparts_runs(
+    release_tarballs: dict[str, Path], piuparts_builds: Builds, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """piuparts on each Debian release's system (unpacked for --existing-chroot; it works on a
+    copy), all releases at once: a run mostly waits on apt, dpkg and its walks of the tree."""
+    rows = [release for release in chroot.releases() if release.name in PIUPARTS_RELEASES]
+
+    def run(release: chroot.Release) -> subprocess.CompletedProcess[str]:
+        where = tmp_path_factory.mktemp(f"piuparts-{release.name}") / "base"
+        base = chroot.unpack(release_tarballs[release.name], where)
+        return piuparts(release.suite, base.root, piuparts_builds.new, piuparts_builds.previous)
+
+    with ThreadPoolExecutor(max_workers=max(len(rows), 1)) as pool:
+        return dict(zip((release.name for release in rows), pool.map(run, rows), strict=True))
 
 
 # The initramfs the trigger writes again after purge has the same files as before the install
@@ -83,7 +101,8 @@ def base(release_tarball, tmp_path: Path) -> tuple[chroot.Release, Path]:
 REBUILT_IMAGES = r"^/boot/initrd\.img-"
 
 
-def piuparts(suite: str, base: Path, deb: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def piuparts(suite: str, base: Path, deb: Path, previous: Path) -> subprocess.CompletedProcess[str]:
+    """piuparts' install-upgrade-purge test alone: ``previous`` (a repository) through apt, then ``deb``."""
     return subprocess.run(
         [
             "piuparts",
@@ -93,7 +112,8 @@ def piuparts(suite: str, base: Path, deb: Path, *options: str) -> subprocess.Com
             suite,
             "--ignore-regexp",
             REBUILT_IMAGES,
-            *options,
+            "--no-install-purge-test",
+            *with_repository(previous),
             str(deb),
         ],
         capture_output=True,
@@ -112,13 +132,32 @@ def with_repository(published: Path) -> tuple[str, ...]:
     )
 
 
-def test_piuparts_install_purge_and_upgrade_from_the_repository(base, piuparts_builds: Builds) -> None:
-    release, root = base
-    result = piuparts(release.suite, root, piuparts_builds.new, *with_repository(piuparts_builds.previous))
+def assert_installed_upgraded_and_purged(log: str, old: str, new: str) -> None:
+    """What dpkg printed in piuparts' one test: version N unpacked on a system without the
+    package (through apt, from the repository), N+1 unpacked over it, then N+1 purged and
+    the tree checked (debsums before the purge)."""
+    package = f"gpupass-{MODEL}"
+    steps = [
+        f"Unpacking {package} ({old}) ...",
+        f"Unpacking {package} ({new}) over ({old}) ...",
+        "debsums",
+        f"Purging configuration files for {package} ({new}) ...",
+    ]
+    where = [log.find(step) for step in steps]
+    assert -1 not in where and where == sorted(where), (dict(zip(steps, where, strict=True)), log[-6000:])
+
+
+def test_piuparts_installs_upgrades_and_purges_from_the_repository(
+    release_tarball, piuparts_runs: dict[str, subprocess.CompletedProcess[str]], piuparts_builds: Builds
+) -> None:
+    release, _ = release_tarball
+    if release.name not in PIUPARTS_RELEASES:
+        pytest.skip(f"piuparts runs on {', '.join(PIUPARTS_RELEASES)} (one row per Debian release)")
+    result = piuparts_runs[release.name]
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
-    assert "PASS: Installation and purging test." in log
-    # Version N came from the repository (not the .deb), then the .deb was installed over it.
+    old, new, _ = piuparts_builds.versions
+    assert_installed_upgraded_and_purged(log, old, new)
     assert "PASS: Installation, upgrade and purging tests." in log, log[-6000:]
     assert "PASS: All tests." in log
 
@@ -126,12 +165,14 @@ def test_piuparts_install_purge_and_upgrade_from_the_repository(base, piuparts_b
 def test_piuparts_fails_a_build_that_leaves_a_file_after_purge(
     plain_chroot: chroot.Chroot, piuparts_builds: Builds
 ) -> None:
-    """The check that matters here does not need a release's kernel: the plain Debian 12
-    chroot (no initramfs to rebuild) shows that piuparts catches a leftover."""
-    result = piuparts(chroot.SUITE, plain_chroot.root, piuparts_builds.leaky, "--no-upgrade-test")
+    """The same one test, with N+2 as the new .deb: its purge check fails a leftover. This does
+    not need a release's kernel: the plain Debian 12 chroot (no initramfs to rebuild) shows it."""
+    result = piuparts(chroot.SUITE, plain_chroot.root, piuparts_builds.leaky, piuparts_builds.previous)
     log = result.stdout + result.stderr
     assert result.returncode != 0, log[-6000:]
+    old, _, leaky = piuparts_builds.versions
+    assert_installed_upgraded_and_purged(log, old, leaky)
     assert re.search(rf"ERROR: FAIL: Package purging left files on system:\n  {LEFTOVER}\t not owned\n", log), log[
         -6000:
     ]
-    assert "ERROR: FAIL: Installation and purging test." in log
+    assert "ERROR: FAIL: Installation, upgrade and purging tests." in log

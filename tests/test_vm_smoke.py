@@ -3,6 +3,14 @@ battery (full, on AC power) and the laptop's SMBIOS strings; a device standing a
 guest address has the ACPI node gpupass targets, the _ROM SSDT (NVIDIA models) is loaded, and
 the kernel logs no ACPI error.
 
+Each guest boots once and every test about it asserts on that one boot (the ``guests``
+fixture), as many guests at a time as the machine has cores. Besides one per model: aurora-z
+with guest.nvpcf (the NPCF device must be there, where the shipped models must not have it),
+and ``gpupass vm define``'s domain, which also carries a _ROM table aimed at a slot QEMU left
+empty (the ACPI error that proves the no-error check can fail; the other guests must log none).
+OVMF's boot order and the power button (tests/test_power_vm.py) need guests of their own:
+firmware without a kernel to boot, and an /init that answers the button.
+
 A Debian kernel boots straight from OVMF (fw_cfg), with a busybox initramfs whose /init
 loads the ACPI ac and battery drivers and prints what sysfs says; see vm_smoke.py for what
 the test machine forces to change in the domain and why.
@@ -10,9 +18,14 @@ the test machine forces to change in the domain and why.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,9 +80,12 @@ class Boot:
         return time.monotonic() - started
 
 
-def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path) -> tuple[model.Model, Path, Path]:
+def smoke_domain(
+    model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path, name: str | None = None
+) -> tuple[model.Model, Path, Path]:
     """The model's own domain with the TCG changes (vm_smoke.smoke_domain), written to
-    tmp_path; returns the model, the domain file and the guest's serial log."""
+    tmp_path; returns the model, the domain file and the guest's serial log. ``name``: the
+    domain's, where guests of the same vm.name are defined at once."""
     loaded = model.load(model_file, f"models/{model_file.name}")
     files = render.render_all(loaded)
     aml = tmp_path / "ssdt-battery.aml"
@@ -99,22 +115,147 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
             memory_mib=vm_smoke.guest_memory_mib(loaded.vm.memory_mib),
         )
     )
+    if name is not None:
+        root = ET.parse(domain).getroot()
+        root.find("name").text = name
+        domain.write_bytes(ET.tostring(root))
     return loaded, domain, serial_log
 
 
-def boot_and_report(libvirtd: Daemon, name: str, serial_log: Path) -> tuple[Boot, vm_smoke.GuestReport]:
-    """Start the defined domain, wait until the guest powers off, undefine it; what it printed."""
+def boot_and_report(libvirtd: Daemon, name: str, serial_log: Path) -> tuple[Boot, vm_smoke.GuestReport, str]:
+    """Start the defined domain, wait until the guest powers off, undefine it; what it printed,
+    and a summary for the test to print (guests boot in threads, beside each other)."""
     boot = Boot(libvirtd, name, serial_log)
     try:
         seconds = boot.run(BOOT_TIMEOUT)
     finally:
         libvirtd.virsh("destroy", name, check=False)  # only if the guest hung
         libvirtd.virsh("undefine", "--nvram", name, check=False)
-    print(f"\n{name}: booted and powered off in {seconds:.1f} s")
     report = vm_smoke.parse_report(boot.serial())
-    print("\n".join(report.lines))
     assert f"{vm_smoke.MARK} done" in report.lines, f"the guest's /init did not finish\n{boot.logs()}"
-    return boot, report
+    return boot, report, "\n".join([f"\n{name}: booted and powered off in {seconds:.1f} s", *report.lines])
+
+
+@dataclass(frozen=True)
+class Defined:
+    """What ``gpupass vm define`` did: its exit status and output, libvirt's definition after it."""
+
+    status: int
+    out: str
+    err: str
+    dumpxml: str
+    images: Path  # --images, where the ISO is too
+
+
+@dataclass
+class Booted:
+    """One guest's boot, for every test that asserts on it; a boot that failed fails each of them."""
+
+    loaded: model.Model
+    outcome: tuple[Boot, vm_smoke.GuestReport] | None = None
+    printed: str = ""
+    error: BaseException | None = None
+    defined: Defined | None = None  # the guest of vm define's domain
+
+    def boot(self) -> tuple[Boot, vm_smoke.GuestReport]:
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None, f"not booted: gpupass vm define failed\n{self.defined}"
+        print(self.printed)
+        return self.outcome
+
+
+def boot_all(libvirtd: Daemon, guests: dict[str, tuple[Booted, str, Path]]) -> None:
+    """Boot the defined domains, as many at a time as this machine has cores (one vCPU each
+    under TCG, the rest of the time the tests only wait), into their Booted."""
+
+    def boot(entry: tuple[Booted, str, Path]) -> None:
+        booted, name, serial_log = entry
+        try:
+            boot, report, booted.printed = boot_and_report(libvirtd, name, serial_log)
+            booted.outcome = boot, report
+        except BaseException as error:  # pytest.fail's too: the test that asks re-raises it
+            booted.error = error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(boot, guests.values()))
+
+
+AURORA = ROOT / "models" / "aurora-z.toml"
+NVPCF = "aurora-z+nvpcf"
+DEFINED = "win11-defined"
+
+
+def nvpcf_model(tmp_path: Path) -> Path:
+    """aurora-z with guest.nvpcf on (on in no shipped model)."""
+    text = AURORA.read_text(encoding="utf-8")
+    model_file = tmp_path / "aurora-z.toml"
+    model_file.write_text(text + "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\n")
+    return model_file
+
+
+def define(libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path) -> tuple[Booted, Path]:
+    """``gpupass vm define`` (disk created, installer ISO as a CD-ROM) of aurora-z's domain with
+    the TCG changes; the _ROM table it loads is aimed at a slot QEMU left empty (00:03.0, so
+    no node S18)."""
+    loaded, template, serial_log = smoke_domain(AURORA, guest_kernel, tmp_path)
+    (tmp_path / acpi_table.NAME).write_bytes(acpi_table.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
+    iso = tmp_path / "Win11.iso"
+    iso.write_bytes(b"\0" * 2048)
+    argv = ["vm", "--model", str(AURORA), "--connect", libvirtd.uri, "define", DEFINED]
+    argv += ["--disk-size", "1", "--iso", str(iso), "--domain-xml", str(template), "--images", str(tmp_path)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    dumped = libvirtd.virsh("dumpxml", "--inactive", DEFINED, check=False).stdout
+    return Booted(loaded, defined=Defined(status, out.getvalue(), err.getvalue(), dumped, tmp_path)), serial_log
+
+
+# The guests other than a model's own that a test asserts on (the model tests: their model_file).
+GUEST_OF = {
+    "test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest": DEFINED,
+    "test_vm_define_boots_with_the_users_disk_and_iso": DEFINED,
+    "test_the_experimental_nvpcf_table_loads_without_acpi_errors": NVPCF,
+}
+
+
+def wanted_guests(items: list[pytest.Item]) -> set[str]:
+    """The guests the selected tests of this module assert on (``-k aurora-z`` boots one)."""
+    wanted = set()
+    for item in items:
+        if item.path == Path(__file__):
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "model_file" in callspec.params:
+                wanted.add(callspec.params["model_file"].stem)
+            elif item.originalname in GUEST_OF:
+                wanted.add(GUEST_OF[item.originalname])
+    return wanted
+
+
+@pytest.fixture(scope="module")
+def guests(
+    request: pytest.FixtureRequest,
+    libvirtd: Daemon,
+    guest_kernel: vm_smoke.Kernel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Booted]:
+    """The guests the selected tests assert on, each booted once: by model id, NVPCF and DEFINED."""
+    wanted = wanted_guests(request.session.items)
+    entries: dict[str, tuple[Booted, str, Path]] = {}
+    files = {model_file.stem: model_file for model_file in MODELS if model_file.stem in wanted}
+    if NVPCF in wanted:
+        files[NVPCF] = nvpcf_model(tmp_path_factory.mktemp("nvpcf-model"))
+    for key, model_file in files.items():
+        name = f"smoke-{key}".replace("+", "-")
+        loaded, domain, serial_log = smoke_domain(model_file, guest_kernel, tmp_path_factory.mktemp(key), name)
+        libvirtd.virsh("define", str(domain))
+        entries[key] = (Booted(loaded), name, serial_log)
+    if DEFINED in wanted:
+        defined, serial_log = define(libvirtd, guest_kernel, tmp_path_factory.mktemp("define"))
+        entries[DEFINED] = (defined, DEFINED, serial_log)
+    ready = {key: entry for key, entry in entries.items() if key != DEFINED or entry[0].defined.status == 0}
+    boot_all(libvirtd, ready)
+    return {key: booted for key, (booted, _, _) in entries.items()}
 
 
 def assert_full_battery_and_laptop_smbios(report: vm_smoke.GuestReport, loaded: model.Model) -> None:
@@ -140,12 +281,12 @@ def assert_windows_11_platform(report: vm_smoke.GuestReport) -> None:
 
 
 @pytest.mark.parametrize("model_file", MODELS, ids=lambda p: p.stem)
-def test_guest_sees_full_battery_on_ac_and_laptop_smbios(
-    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, model_file: Path, tmp_path: Path
-) -> None:
-    loaded, domain, serial_log = smoke_domain(model_file, guest_kernel, tmp_path)
-    libvirtd.virsh("define", str(domain))
-    boot, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+def test_guest_boots_once_with_every_check(guests: dict[str, Booted], model_file: Path) -> None:
+    """The model's guest, from its one boot: the battery SSDT and (NVIDIA models) the _ROM SSDT
+    loaded, a full battery on AC power, the laptop's SMBIOS, Windows 11's platform, the GPU
+    slot's ACPI node, no ACPI error, and no NPCF device."""
+    loaded = guests[model_file.stem].loaded
+    boot, report = guests[model_file.stem].boot()
     acpi = loaded.acpi
     ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {acpi.oem_id} +{acpi.oem_table_id} "
     assert re.search(ssdt, boot.serial()), f"no SSDT {acpi.oem_id} {acpi.oem_table_id} in the guest\n{boot.logs()}"
@@ -172,42 +313,30 @@ def assert_gpu_slot_has_the_known_acpi_node(report: vm_smoke.GuestReport) -> Non
     assert report.acpi_errors == (), printed
 
 
-def test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest(
-    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path
-) -> None:
+def test_an_ssdt_for_a_node_qemu_did_not_make_is_an_acpi_error_in_the_guest(guests: dict[str, Booted]) -> None:
     """The check above can fail: the same _ROM table aimed at a slot QEMU left empty (00:03.0,
-    so no node S18) does not load, and the guest's kernel logs it."""
-    loaded, domain, serial_log = smoke_domain(ROOT / "models" / "aurora-z.toml", guest_kernel, tmp_path)
-    (tmp_path / acpi_table.NAME).write_bytes(acpi_table.ssdt(GUEST_ROM, r"\_SB.PCI0.S18.S00"))
-    libvirtd.virsh("define", str(domain))
-    _, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+    so no node S18; vm define's guest carries it) does not load, and the guest's kernel logs it."""
+    _, report = guests[DEFINED].boot()
     assert any("AE_NOT_FOUND" in line for line in report.acpi_errors), "\n".join(report.lines)
 
 
-def test_vm_define_boots_with_the_users_disk_and_iso(
-    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_vm_define_boots_with_the_users_disk_and_iso(guests: dict[str, Booted]) -> None:
     """``gpupass vm define`` (disk created, installer ISO as a CD-ROM), then ``virsh start``.
 
     The package's domain goes through the same TCG changes as above before gpupass sees it;
     vm define puts back the disk they strip, with the ISO, and the guest still finds the
     battery and the laptop's SMBIOS strings.
     """
-    model_file = ROOT / "models" / "aurora-z.toml"
-    loaded, template, serial_log = smoke_domain(model_file, guest_kernel, tmp_path)
-    iso = tmp_path / "Win11.iso"
-    iso.write_bytes(b"\0" * 2048)
-    name = "win11-defined"
-    argv = ["vm", "--model", str(model_file), "--connect", libvirtd.uri, "define", name]
-    argv += ["--disk-size", "1", "--iso", str(iso), "--domain-xml", str(template), "--images", str(tmp_path)]
-    assert cli.main(argv) == 0, capsys.readouterr().err
-    assert f"\n{name}: defined (start it with: virsh start {name})\n" in capsys.readouterr().out
-    dumped = ET.fromstring(libvirtd.virsh("dumpxml", "--inactive", name).stdout)
+    booted = guests[DEFINED]
+    defined = booted.defined
+    assert defined.status == 0, defined.err
+    assert f"\n{DEFINED}: defined (start it with: virsh start {DEFINED})\n" in defined.out
+    dumped = ET.fromstring(defined.dumpxml)
     sources = {d.get("device"): d.find("source").get("file") for d in dumped.iterfind("devices/disk")}
-    assert sources == {"disk": str(tmp_path / f"{name}.qcow2"), "cdrom": str(iso)}
+    assert sources == {"disk": str(defined.images / f"{DEFINED}.qcow2"), "cdrom": str(defined.images / "Win11.iso")}
 
-    _, report = boot_and_report(libvirtd, name, serial_log)
-    assert_full_battery_and_laptop_smbios(report, loaded)
+    _, report = booted.boot()
+    assert_full_battery_and_laptop_smbios(report, booted.loaded)
     assert_windows_11_platform(report)
 
 
@@ -268,17 +397,11 @@ def test_guest_keeps_model_memory_unless_host_cannot_map_it(ram_gib: int, overco
     assert vm_smoke.guest_memory_mib(16384, meminfo, overcommit) == expected
 
 
-def test_the_experimental_nvpcf_table_loads_without_acpi_errors(
-    libvirtd: Daemon, guest_kernel: vm_smoke.Kernel, tmp_path: Path
-) -> None:
+def test_the_experimental_nvpcf_table_loads_without_acpi_errors(guests: dict[str, Booted]) -> None:
     """guest.nvpcf (on in no shipped model): the guest's kernel loads the NPCF SSDT next to the
     others, and logs no ACPI error."""
-    text = (ROOT / "models" / "aurora-z.toml").read_text(encoding="utf-8")
-    model_file = tmp_path / "aurora-z.toml"
-    model_file.write_text(text + "\n[guest]\nnvpcf = true\nnvpcf_tpp_offset_w = 80\nnvpcf_max_tgp_offset_w = 35\n")
-    loaded, domain, serial_log = smoke_domain(model_file, guest_kernel, tmp_path)
-    libvirtd.virsh("define", str(domain))
-    boot, report = boot_and_report(libvirtd, loaded.vm.name, serial_log)
+    loaded = guests[NVPCF].loaded
+    boot, report = guests[NVPCF].boot()
     nvpcf_ssdt = rf"ACPI: SSDT 0x[0-9A-F]+ [0-9A-F]+ \(v02 {loaded.acpi.oem_id} +NVPCF "
     assert re.search(nvpcf_ssdt, boot.serial()), f"no NVPCF SSDT in the guest\n{boot.logs()}"
     assert report.platform["acpi NVDA0820"] == "present", "\n".join(report.lines)
