@@ -48,11 +48,18 @@ def test_source_upload_files(source: Path, aurora_version: str) -> None:
         assert name in changes, name
 
 
-def contents(deb: Path, dest: Path) -> dict[str, bytes]:
-    """Every file the .deb ships, but its changelog (which names the version and series)."""
+def contents(deb: Path, dest: Path) -> dict[str, tuple[str, int, bytes]]:
+    """Every file the .deb ships with its mode, mtime and bytes (a link's target), but its
+    changelog (which names the version and series)."""
     subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+
+    def data(p: Path) -> bytes:
+        if p.is_symlink():
+            return str(p.readlink()).encode()
+        return p.read_bytes() if p.is_file() else b"<dir>"
+
     return {
-        str(p.relative_to(dest)): p.read_bytes() if p.is_file() else b"<dir>"
+        str(p.relative_to(dest)): (oct(p.lstat().st_mode), p.lstat().st_mtime_ns, data(p))
         for p in sorted(dest.rglob("*"))
         if p.name != "changelog.Debian.gz"
     }
@@ -73,5 +80,6 @@ def test_clean_builder_builds_noble_upload_from_build_depends_alone(
         build = "cd /tmp/build && dpkg-buildpackage -b -us -uc"
         plain_chroot.run("sh", "-c", build, env={"HOME": "/tmp"}, network=False)
     deb = plain_chroot.root / f"tmp/{noble.name}_{noble.version}_all.deb"
-    # Same files, same bytes as `nox -s build-deb`: only the changelog names the series.
+    # Same files, modes, dates and bytes as `nox -s build-deb`, which builds the tree the .dsc is made
+    # of without packing and unpacking it: only the changelog names the series.
     assert contents(deb, tmp_path / "noble") == contents(built / "gpupass-aurora-z.deb", tmp_path / "local")
