@@ -255,7 +255,11 @@ def buildpackage(tree: Path, package: str) -> Path:
         # Fresh: nothing to clean (`debian/rules clean` costs a setup.py run).
         "--no-pre-clean",
         cwd=tree,
-        env={"DEB_BUILD_OPTIONS": "nocheck"},
+        # gzip, not dpkg-deb's default xz: xz -6 took 0.2-0.3 s of every build for this 0.5 MB
+        # tree, gzip -9 0.05 s for 15 KB more (123 KB against 107 KB). The builder's choice,
+        # not the source package's: a PPA's builder keeps its archive's default (lintian warns
+        # of custom compression in debian/rules).
+        env={"DEB_BUILD_OPTIONS": "nocheck", "DPKG_DEB_COMPRESSOR_TYPE": "gzip"},
         what="building the binary package",
     )
     debs = sorted(tree.parent.glob(f"{package}_*_all.deb"))
