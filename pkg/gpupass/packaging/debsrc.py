@@ -33,9 +33,9 @@ from . import changelog, debianize, orig, preinst, tools, version
 
 STAGED_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 STAGED_DIRS = ("pkg", "config-templates", "acpi")
-# The build renders the model (jinja2, sh, iasl); dh_python3 installs the Python package.
+# The build renders the model (jinja2, iasl); dh_python3 installs the Python package.
 # stdeb adds python3-all and python3-setuptools of its own accord.
-BUILD_DEPENDS = ("dh-python", "acpica-tools", "python3-jinja2", "python3-sh")
+BUILD_DEPENDS = ("dh-python", "acpica-tools", "python3-jinja2")
 # What the laptop needs to run the VM, by names that exist on Debian 12/13 and Ubuntu
 # 24.04/26.04 (on 26.04 "ovmf" is a metapackage over ovmf-generic); python3-libvirt for
 # `gpupass vm`; swtpm and swtpm-tools (swtpm_setup) for the domain's TPM 2.0, which Windows
