@@ -1,17 +1,18 @@
 """From a model to a Debian source package, and from that to the .deb.
 
 1. stage a copy of the sources with only this model in it, named after the model's
-   version (``version.py``), every file at the version's SOURCE_DATE_EPOCH with its mode
-   normalised, as the orig tarball (``orig.py``) packs it and ``dpkg-source -x`` gives it back;
+   version (``version.py``), and (for a source package) pack it into the orig tarball
+   (``orig.py``);
 2. stdeb (``setup.py debianize``) writes debian/ (control, rules) from the Python metadata
    (``debianize.py``: once per set of inputs);
 3. gpupass overlays what stdeb cannot express (``debian/`` in the source tree: rules,
    maintainer scripts, triggers, copyright), fixes stdeb's known traps in control and
    writes the changelog (``changelog.py``: this build on top of the project's history);
 4. build-source: ``dpkg-source -b`` turns that into the .dsc a PPA builder takes;
-5. build-deb: ``dpkg-buildpackage -b`` builds the .deb in that same tree, which is the
-   tree the .dsc unpacks to (tests/test_source.py builds the .dsc on a clean builder and
-   requires the same files and bytes).
+5. build-deb: ``dpkg-buildpackage -b`` builds the .deb in that same tree, its dates and
+   modes made what ``dpkg-source -x`` would give (``normalise``): the tree the .dsc unpacks
+   to (tests/test_source.py builds the .dsc on a clean builder and requires the same files,
+   modes, dates and bytes).
 
 Everything happens in a scratch directory; ``build/`` only ever receives finished files.
 """
