@@ -12,9 +12,11 @@ MODEL=aurora-z`), after `--` (nox's session arguments), or in the environment.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
+from pathlib import Path
 
 import nox
 
@@ -77,18 +79,34 @@ def model_arg(session: nox.Session, allow_all: bool = False) -> str:
 
 
 COMPILE_VENV = "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_path('purelib'), quiet=2, workers=0)"
+# What decides what `pip install -e .[extra]` puts into a venv (the code itself is linked, not copied).
+INSTALL_INPUTS = ("pyproject.toml", "setup.py")
 
 
 def install_project(session: nox.Session, extra: str) -> None:
-    """pip install -e .[extra], then the venv's modules compiled to bytecode.
+    """pip install -e .[extra], then the venv's modules compiled to bytecode; once per venv
+    and install inputs.
 
     virtualenv seeds setuptools without bytecode when PYTHONDONTWRITEBYTECODE is set (as on
     this project's CI machine), and Python then compiles setuptools afresh in every process
     that imports it: a quarter of a second in each model's stdeb run. compileall writes the
-    bytecode pip would have written; with it already there, it only compares timestamps.
+    bytecode pip would have written.
+
+    nox reuses the venv, but pip took 2.5 s of every `nox -s build-deb` to find that nothing
+    was to be done: a stamp in the venv holds a hash of the install inputs and the extra, and
+    a reused venv whose stamp matches is left as it is. A new venv has no stamp; a changed
+    pyproject.toml or setup.py (new dependencies) changes the hash.
     """
+    digest = hashlib.sha256(extra.encode())
+    for name in INSTALL_INPUTS:
+        digest.update(b"\0" + Path(name).read_bytes())
+    stamp = Path(session.virtualenv.location) / f"gpupass-installed-{extra}"
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == digest.hexdigest():
+        return
     session.install("-e", f".[{extra}]")
-    session.run("python", "-c", COMPILE_VENV, silent=True)
+    # run_always: skipped, like install, by `nox -R` (no stamp then: nothing was installed).
+    if session.run_always("python", "-c", COMPILE_VENV, silent=True) is not None:
+        stamp.write_text(digest.hexdigest(), encoding="utf-8")
 
 
 @nox.session(name="model", python=False)

@@ -146,19 +146,29 @@ def scratch_files(directory: str, names: list[str]) -> set[str]:
 
 
 def test_same_commit_builds_identical_debs(tmp_path: Path) -> None:
-    """Two checkouts at different paths, built under different umasks, give the same bytes."""
+    """Two checkouts at different paths, built under different umasks, give the same bytes;
+    each runs stdeb (a cache of its own), and the second once more with the first's cache."""
     debs = []
-    for name, umask in (("first-checkout", 0o022), ("a/much/longer/second/checkout", 0o077)):
+    builds = (
+        ("first-checkout", 0o022, "first-cache"),
+        ("a/much/longer/second/checkout", 0o077, "second-cache"),
+        ("a/much/longer/second/checkout", 0o077, "first-cache"),
+    )
+    for name, umask, cache in builds:
         clone = tmp_path / name  # the working tree as it is, with its git history
-        shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch_files)
+        if not clone.exists():
+            shutil.copytree(ROOT, clone, symlinks=True, ignore=scratch_files)
         out = tmp_path / f"out-{len(debs)}"
+        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
         subprocess.run(
             [sys.executable, "-m", "gpupass", "build-deb", "aurora-z", "--out", str(out)],
             cwd=clone,
-            env={**{k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}, "PYTHONPATH": str(clone / "pkg")},
+            env={**env, "PYTHONPATH": str(clone / "pkg"), "XDG_CACHE_HOME": str(tmp_path / cache)},
             preexec_fn=lambda umask=umask: os.umask(umask),
             check=True,
             capture_output=True,
         )
         debs.append((out / "gpupass-aurora-z.deb").read_bytes())
-    assert debs[0] == debs[1]
+    # One entry in the first cache: the third build took stdeb's output from it.
+    assert [len(p.name) for p in (tmp_path / "first-cache" / "gpupass" / "debianize").iterdir()] == [64]
+    assert debs[0] == debs[1] == debs[2]

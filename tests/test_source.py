@@ -3,7 +3,9 @@ Build-Depends alone, with the network off."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -48,18 +50,26 @@ def test_source_upload_files(source: Path, aurora_version: str) -> None:
         assert name in changes, name
 
 
-def contents(deb: Path, dest: Path) -> dict[str, bytes]:
-    """Every file the .deb ships, but its changelog (which names the version and series)."""
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
-    return {
-        str(p.relative_to(dest)): p.read_bytes() if p.is_file() else b"<dir>"
-        for p in sorted(dest.rglob("*"))
-        if p.name != "changelog.Debian.gz"
-    }
+def contents(deb: Path) -> dict[str, tuple[int, int, str, str, bytes]]:
+    """Every member of the .deb's data as dpkg unpacks it (mode, mtime, owner, link target,
+    bytes), but its changelog (which names the version and series)."""
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {
+            m.name: (
+                m.mode,
+                m.mtime,
+                f"{m.uname}:{m.gname}",
+                m.linkname,
+                tar.extractfile(m).read() if m.isfile() else b"",
+            )
+            for m in tar.getmembers()
+            if not m.name.endswith("/changelog.Debian.gz")
+        }
 
 
 def test_clean_builder_builds_noble_upload_from_build_depends_alone(
-    plain_chroot: chroot.Chroot, noble: debsrc.SourcePackage, built: Path, tmp_path: Path
+    plain_chroot: chroot.Chroot, noble: debsrc.SourcePackage, built: Path
 ) -> None:
     """What Launchpad does: install the Build-Depends, unpack, build offline; no gpupass, no PyPI."""
     for f in noble.directory.iterdir():
@@ -73,5 +83,6 @@ def test_clean_builder_builds_noble_upload_from_build_depends_alone(
         build = "cd /tmp/build && dpkg-buildpackage -b -us -uc"
         plain_chroot.run("sh", "-c", build, env={"HOME": "/tmp"}, network=False)
     deb = plain_chroot.root / f"tmp/{noble.name}_{noble.version}_all.deb"
-    # Same files, same bytes as `nox -s build-deb`: only the changelog names the series.
-    assert contents(deb, tmp_path / "noble") == contents(built / "gpupass-aurora-z.deb", tmp_path / "local")
+    # Same files, modes, dates and bytes as `nox -s build-deb`, which builds the tree the .dsc is made
+    # of without packing and unpacking it: only the changelog names the series.
+    assert contents(deb) == contents(built / "gpupass-aurora-z.deb")

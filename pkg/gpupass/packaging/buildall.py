@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from . import debsrc, tools, version
+from . import debsrc, orig, tools, version
 
 # The Debian packages whose versions shape the built .deb (Build-Depends and their tools);
 # stdeb and the setuptools it drives come from the build's own Python environment.
@@ -50,15 +50,6 @@ def input_files(root: Path) -> list[Path]:
             dirnames[:] = sorted(d for d in dirnames if not d.endswith(SKIPPED))
             found += [Path(dirpath) / f for f in sorted(filenames) if not f.endswith(SKIPPED)]
     return found
-
-
-def digest(files: list[Path], root: Path) -> hashlib._Hash:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.relative_to(root)}\0{f.stat().st_mode & 0o111:o}\0".encode())
-        h.update(f.read_bytes())
-        h.update(b"\0")
-    return h
 
 
 def tool_versions() -> str:
@@ -141,7 +132,7 @@ def build_all(
     root = paths.SOURCE_ROOT
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
-    shared = digest(input_files(root), root)
+    shared = orig.digest(input_files(root), root)
     toolset = tool_versions()
     results: dict[str, Result] = {}
     todo = []

@@ -9,7 +9,9 @@ carries the version's SOURCE_DATE_EPOCH, root:root, normalised modes and sorted 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -22,6 +24,22 @@ def members(tree: Path) -> list[Path]:
         here = Path(dirpath)
         found += [here / d for d in dirnames] + [here / f for f in sorted(filenames)]
     return sorted(found, key=lambda p: p.relative_to(tree).parts)
+
+
+def digest(files: list[Path], root: Path) -> hashlib._Hash:
+    """A hash of what a tarball written as here keeps of ``files``: names (from ``root``),
+    whether their owner may run them, bytes."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root)}\0{f.stat().st_mode & 0o100:o}\0".encode())
+        h.update(f.read_bytes())
+        h.update(b"\0")
+    return h
+
+
+def mode(status: os.stat_result) -> int:
+    """0755 for a directory or a file its owner may run, else 0644."""
+    return 0o755 if stat.S_ISDIR(status.st_mode) or status.st_mode & 0o100 else 0o644
 
 
 def write(tree: Path, dest: Path, epoch: int) -> Path:
@@ -37,8 +55,7 @@ def write(tree: Path, dest: Path, epoch: int) -> Path:
                 info.mtime = epoch
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
-                executable = info.isdir() or info.mode & 0o100
-                info.mode = 0o755 if executable else 0o644
+                info.mode = mode(path.lstat())
                 if info.isfile():
                     with open(path, "rb") as f:
                         tar.addfile(info, f)
