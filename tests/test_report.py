@@ -10,6 +10,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from gpupass.laptop.power import status
 from gpupass.laptop.rom import store as rom_store
 from gpupass.laptop.rom.store import origin_record
 
+from .conftest import ROOT
 from .sysfs import Identity, build_identity
 from .test_doctor import AURORA, INITRAMFS, KERNEL, laptop, libvirt
 from .test_doctor import run as doctor
@@ -208,6 +211,16 @@ def test_report_out_writes_the_file_and_says_where_to_file_it(tmp_path: Path) ->
     )
 
 
+def test_without_out_the_report_goes_to_stdout_and_where_to_file_it_to_stderr(tmp_path: Path) -> None:
+    root = set_up(tmp_path, salted=False)
+    out, err = io.StringIO(), io.StringIO()
+    assert report.cli(AURORA, root, stdout=out, stderr=err, initramfs=INITRAMFS, libvirt=libvirt()) == 0
+    assert out.getvalue() == make(root)
+    assert err.getvalue() == (
+        "gpupass: to share it, open an issue at the project's issue tracker and paste it (nothing was sent anywhere)\n"
+    )
+
+
 def test_an_interrupted_write_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = set_up(tmp_path, salted=False)
     out = tmp_path / "reports" / "report.md"
@@ -233,20 +246,24 @@ def cli_main(argv: list[str]) -> tuple[int, str]:
     return status_, err.getvalue()
 
 
-def test_report_reads_the_installed_model_under_root(tmp_path: Path) -> None:
+def test_the_command_writes_json_with_out(tmp_path: Path) -> None:
     root = set_up(tmp_path, salted=False)
-    write(root, "usr/share/gpupass/models/aurora-z.toml", model.to_toml(AURORA))
     out = tmp_path / "report.json"
-    status_, err = cli_main(["report", "--root", str(root), "--json", "--out", str(out)])
-    assert (status_, err.splitlines()[0].split(":")[0]) == (0, f"wrote {out}")
-    assert json.loads(out.read_text())["model"]["id"] == "aurora-z"
+    assert cli_main(["report", "--model", "aurora-z", "--root", str(root), "--json", "--out", str(out)]) == (
+        0,
+        f"wrote {out}: open an issue at the project's issue tracker and paste it (nothing was sent anywhere)\n",
+    )
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert (data["model"]["id"], data["left_out"][-1]) == ("aurora-z", "the vBIOS's bytes")
 
 
-def test_no_installed_model_is_refused_with_its_reason(tmp_path: Path) -> None:
-    root = set_up(tmp_path, salted=False)
-    assert cli_main(["report", "--root", str(root)]) == (
+def test_no_installed_model_is_refused_with_its_reason() -> None:
+    """As doctor: without --model, the installed package's model (none on the test machine)."""
+    result = subprocess.run([sys.executable, "-m", "gpupass", "report"], capture_output=True, text=True, cwd=ROOT)
+    assert (result.returncode, result.stdout, result.stderr) == (
         1,
-        f"gpupass: {root}/usr/share/gpupass/models: 0 model files (expected the installed package's one)\n"
+        "",
+        "gpupass: /usr/share/gpupass/models: 0 model files (expected the installed package's one)\n"
         "gpupass: hint: install a gpupass-<model> package, or pass --model\n",
     )
 

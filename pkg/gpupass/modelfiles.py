@@ -29,19 +29,17 @@ def load_model(arg: str) -> tuple[model.Model, Path]:
     return model.load(path, shown), path
 
 
-def installed_model(root: Path = Path("/")) -> model.Model:
-    """The model of the installed gpupass-<model> package (model packages conflict: one at most);
-    ``root``: the laptop's file system is there (a fixture tree)."""
-    where = root / str(paths.INSTALLED_MODELS).lstrip("/")
-    found = sorted(where.glob("*.toml"))
+def installed_model() -> model.Model:
+    """The model of the installed gpupass-<model> package (model packages conflict: one at most)."""
+    found = sorted(paths.INSTALLED_MODELS.glob("*.toml"))
     if len(found) != 1:
         raise GpupassError(
-            f"{where}: {len(found)} model files (expected the installed package's one)",
+            f"{paths.INSTALLED_MODELS}: {len(found)} model files (expected the installed package's one)",
             hint="install a gpupass-<model> package, or pass --model",
         )
     return model.load(found[0])
 
 
-def chosen_model(arg: str | None, root: Path = Path("/")) -> model.Model:
-    """``--model`` when given, else the installed package's model (under ``root``)."""
-    return load_model(arg)[0] if arg else installed_model(root)
+def chosen_model(arg: str | None) -> model.Model:
+    """``--model`` when given, else the installed package's model."""
+    return load_model(arg)[0] if arg else installed_model()

@@ -59,7 +59,7 @@ def run_report(args: argparse.Namespace) -> int:
     from . import report
 
     root = Path(args.root)
-    report.check_root(root)  # before looking for the installed model under it
+    report.check_root(root)  # a wrong --root first: the model alone would not tell
     return report.cli(
-        chosen_model(args.model, root), root, out_file=args.out, as_json=args.json, vm_name=args.vm, uri=args.connect
+        chosen_model(args.model), root, out_file=args.out, as_json=args.json, vm_name=args.vm, uri=args.connect
     )

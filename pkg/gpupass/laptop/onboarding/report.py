@@ -67,13 +67,12 @@ def iommu_groups(model: Model, snapshot: Machine) -> list[dict[str, Any]]:
     groups: list[dict[str, Any]] = []
     for function in model.gpu.functions:
         device = snapshot.device(function.address)
-        if device is None:
-            groups.append({"group": None, "function": function.address, "devices": [], "why": "no PCI device there"})
+        if device is None or device.iommu_group is None:
+            why = "no PCI device there" if device is None else "no IOMMU group"
+            groups.append({"group": None, "function": function.address, "devices": [], "why": why})
             continue
-        if device.iommu_group is None or any(g["group"] == device.iommu_group for g in groups):
-            if device.iommu_group is None:
-                groups.append({"group": None, "function": function.address, "devices": [], "why": "no IOMMU group"})
-            continue
+        if any(g["group"] == device.iommu_group for g in groups):
+            continue  # listed with an earlier function
         devices = []
         for address in snapshot.iommu_groups.get(device.iommu_group, (function.address,)):
             d = snapshot.device(address)
