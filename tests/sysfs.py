@@ -289,3 +289,62 @@ if __name__ == "__main__":  # python3 -m tests.sysfs LAYOUT DIR: a fixture tree 
     if len(sys.argv) != 3 or sys.argv[1] not in LAYOUTS:
         sys.exit(f"usage: python3 -m tests.sysfs {{{','.join(LAYOUTS)}}} DIR")
     print(LAYOUTS[sys.argv[1]].build(Path(sys.argv[2])))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What identifies a laptop's owner, as a real one has it: DMI serials and UUID, the host
+    name, the machine id, a network interface's MAC address, a person's account and home
+    directory, a battery serial, and an IP address in /etc/hosts. Every value is for a test to
+    look for in what should never contain it."""
+
+    product_serial: str = "PF3XK9ZQ"
+    board_serial: str = "BSN0CW2347A0N5K"
+    product_uuid: str = "4c4c4544-0042-3510-8051-b4c04f4e3332"
+    hostname: str = "aurora-alice"
+    machine_id: str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    interface: str = "wlp0s20f3"
+    mac: str = "3c:22:fb:12:34:56"
+    user: str = "alice"
+    home: str = "/home/alice"
+    battery_serial: str = "41217"
+    ip: str = "192.168.1.20"
+
+    def salts(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "interface"}
+
+
+def build_identity(root: Path, identity: Identity = Identity()) -> Path:
+    """Write ``identity`` where Linux keeps it, into a tree from build_sysfs."""
+    files = {
+        "sys/class/dmi/id/product_serial": identity.product_serial,
+        "sys/class/dmi/id/board_serial": identity.board_serial,
+        "sys/class/dmi/id/chassis_serial": "Chassis Serial Number",  # firmware's placeholder
+        "sys/class/dmi/id/product_uuid": identity.product_uuid,
+        "etc/hostname": identity.hostname,
+        "proc/sys/kernel/hostname": identity.hostname,
+        "etc/machine-id": identity.machine_id,
+        "etc/hosts": f"127.0.0.1\tlocalhost\n{identity.ip}\t{identity.hostname}",
+        "etc/passwd": "\n".join(
+            (
+                "root:x:0:0:root:/root:/bin/bash",
+                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+                f"{identity.user}:x:1000:1000:{identity.user.title()},,,:{identity.home}:/bin/bash",
+                "libvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin",
+            )
+        ),
+    }
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text + "\n")
+    device = root / "sys/devices/pci0000:00/0000:00:14.3/net" / identity.interface
+    device.mkdir(parents=True)
+    (device / "address").write_text(identity.mac + "\n")
+    (root / "sys/class/net").mkdir(parents=True, exist_ok=True)
+    (root / "sys/class/net" / identity.interface).symlink_to(device)
+    (root / "sys/class/net/lo").mkdir()
+    (root / "sys/class/net/lo/address").write_text("00:00:00:00:00:00\n")
+    battery = root / "sys/class/power_supply/BAT0"
+    if battery.exists():
+        (battery / "serial_number").write_text(identity.battery_serial + "\n")
+    return root

@@ -75,3 +75,4 @@ def test_autopkgtest_passes_in_a_chroot_testbed(
     stdout = (out / "installed-command-stdout").read_text()
     assert stdout.splitlines()[-1] == "all passed", stdout
     assert "ok: gpupass check --root" in stdout and "ok: gpupass vbios check" in stdout
+    assert "ok: gpupass report --root" in stdout and "report.json names aurora-z" in stdout

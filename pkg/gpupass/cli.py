@@ -1,7 +1,7 @@
 """The ``gpupass`` command (also ``python -m gpupass``).
 
-Only assembles what each area registers. Laptop steps, run from the installed package: check
-and probe (laptop/onboarding), doctor (laptop/doctor), vbios (laptop/rom), vm (laptop/vm),
+Only assembles what each area registers. Laptop steps, run from the installed package: check,
+probe and report (laptop/onboarding), doctor (laptop/doctor), vbios (laptop/rom), vm (laptop/vm),
 power (laptop/power). Maintainer steps, run from the source tree (maintainer.py): models,
 validate, preview, render, build-deb, build-source, build-all, publish, ppa (left out of
 --help where the source tree or the build side's jinja2 is absent).

@@ -10,14 +10,19 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from . import model, paths
+from . import model, paths, supported
 from .errors import GpupassError, ModelError
 from .modelfiles import known_models, load_model
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    for name in known_models():
-        print(name)
+    if args.ids:
+        for name in known_models():
+            print(name)
+        return 0
+    table = supported.rows(paths.MODELS_DIR)
+    show = supported.json_table if args.json else supported.markdown_table if args.markdown else supported.text_table
+    print(show(table), end="")
     return 0
 
 
@@ -145,7 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     # Hidden from the installed command's help.
     add_maintainer = add if maintainer_steps_available() else hidden
-    add_maintainer("models", cmd_models, "list the known models")
+    sp = add_maintainer("models", cmd_models, "the known models: id, laptop, GPU, confirmed or not, source")
+    shape = sp.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="as JSON, for tools")
+    shape.add_argument("--markdown", action="store_true", help="as README.md's table")
+    shape.add_argument("--ids", action="store_true", help="only the ids, one a line")
     add_maintainer("validate", cmd_validate, "check a model file").add_argument(
         "model", help="model id or path to a .toml"
     )

@@ -438,3 +438,27 @@ def toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)  # JSON string escapes are TOML basic-string escapes
     return "[" + ", ".join(toml_value(item) for item in v) + "]"
+
+
+def _toml_table(obj: Any, prefix: str) -> list[str]:
+    scalars, tables, arrays = [], [], []
+    for f in dataclasses.fields(obj):
+        if "constraint" not in f.metadata:
+            continue  # derived, e.g. the id (the file name)
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            tables += ["", f"[{name}]", *_toml_table(value, name + ".")]
+        elif value and isinstance(value, tuple) and dataclasses.is_dataclass(value[0]):
+            for item in value:
+                arrays += ["", f"[[{name}]]", *_toml_table(item, name + ".")]
+        else:
+            scalars.append(f"{f.name} = {toml_value(value)}")
+    return scalars + tables + arrays
+
+
+def to_toml(model: Model) -> str:
+    """The resolved model (every default filled in) as TOML: the file the package installs, and
+    the model section of ``gpupass report``; ``parse`` gives back the same model."""
+    header = [f"# {model.package}: the resolved model (every default filled in), read by gpupass."]
+    return "\n".join(header + _toml_table(model, "")) + "\n"

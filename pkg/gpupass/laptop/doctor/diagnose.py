@@ -48,6 +48,22 @@ def diagnose(model: Model, snapshot: Machine, facts: Facts) -> list[Finding]:
     return [finding for check in CHECKS for finding in check(model, snapshot, facts)]
 
 
+def examine(
+    model: Model,
+    root: Path = Path("/"),
+    *,
+    vm_name: str | None = None,
+    uri: str | None = None,
+    initramfs: Initramfs | None = None,
+    libvirt: Libvirt | None = None,
+) -> tuple[Machine, Facts, list[Finding]]:
+    """Read the machine and the facts once and run every check: what doctor prints, and what
+    ``gpupass report`` takes its doctor section (and the libvirt version, the IOMMU groups) from."""
+    snapshot = machine.read(root, rebar=False)  # no Resizable BAR sizes: reading them wakes the dGPU
+    facts = gather(model, snapshot, root, vm_name=vm_name, uri=uri, initramfs=initramfs, libvirt=libvirt)
+    return snapshot, facts, diagnose(model, snapshot, facts)
+
+
 def cli(
     model: Model,
     root: Path = Path("/"),
@@ -60,8 +76,6 @@ def cli(
     out: TextIO | None = None,
 ) -> int:
     """``gpupass doctor``: print one line per check; 0 all ok, 1 a failure, 2 only warnings."""
-    snapshot = machine.read(root, rebar=False)  # no Resizable BAR sizes: reading them wakes the dGPU
-    facts = gather(model, snapshot, root, vm_name=vm_name, uri=uri, initramfs=initramfs, libvirt=libvirt)
-    findings = diagnose(model, snapshot, facts)
+    _, _, findings = examine(model, root, vm_name=vm_name, uri=uri, initramfs=initramfs, libvirt=libvirt)
     (out or sys.stdout).write(report(model, findings, as_json))
     return exit_status(findings)

@@ -1,4 +1,4 @@
-"""``gpupass check`` and ``gpupass probe``."""
+"""``gpupass check``, ``gpupass probe`` and ``gpupass report``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="FILE", help="write the model to FILE instead of stdout")
     parser.add_argument("--json", action="store_true", help="JSON for tools: the model, each value's source, warnings")
     options.add_root(parser)
+    parser = options.add_command(
+        commands, "report", run_report, "what a maintainer needs to confirm this laptop's model, to paste into an issue"
+    )
+    parser.add_argument("--out", metavar="FILE", help="write the report to FILE (default: stdout)")
+    parser.add_argument("--json", action="store_true", help="the same facts as JSON")
+    options.add_model(parser)
+    parser.add_argument("--vm", metavar="NAME", help="the libvirt domain doctor checks (default: the model's vm.name)")
+    options.add_connect(parser)
+    options.add_root(parser)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -44,3 +53,13 @@ def run_probe(args: argparse.Namespace) -> int:
     for warning in probed.warnings:
         print(f"gpupass: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    root = Path(args.root)
+    report.check_root(root)  # a wrong --root first: the model alone would not tell
+    return report.cli(
+        chosen_model(args.model), root, out_file=args.out, as_json=args.json, vm_name=args.vm, uri=args.connect
+    )

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from ... import paths
-from ...model import Model, toml_value
+from ...model import Model
+from ...model import to_toml as to_toml  # below both sides: gpupass report writes the same text
 
-
-def _table(obj: Any, prefix: str) -> list[str]:
-    scalars, tables, arrays = [], [], []
-    for f in dataclasses.fields(obj):
-        if "constraint" not in f.metadata:
-            continue  # derived, e.g. the id (the file name)
-        value = getattr(obj, f.name)
-        name = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            tables += ["", f"[{name}]", *_table(value, name + ".")]
-        elif value and isinstance(value, tuple) and dataclasses.is_dataclass(value[0]):
-            for item in value:
-                arrays += ["", f"[[{name}]]", *_table(item, name + ".")]
-        else:
-            scalars.append(f"{f.name} = {toml_value(value)}")
-    return scalars + tables + arrays
-
-
-def to_toml(model: Model) -> str:
-    header = [f"# {model.package}: the resolved model (every default filled in), read by gpupass."]
-    return "\n".join(header + _table(model, "")) + "\n"
+__all__ = ["render", "to_toml"]
 
 
 def render(model: Model, templates) -> dict[str, bytes]:
