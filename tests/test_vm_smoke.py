@@ -19,6 +19,8 @@ import pytest
 
 from gpupass import cli, guest, model, paths
 from gpupass.laptop.rom import acpi_table
+from gpupass.laptop.vm import define as vm_define
+from gpupass.laptop.vm.looking_glass import LookingGlass
 from gpupass.packaging import render
 
 from . import vm_smoke
@@ -67,11 +69,28 @@ class Boot:
         return time.monotonic() - started
 
 
-def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path) -> tuple[model.Model, Path, Path]:
+def smoke_domain(
+    model_file: Path,
+    guest_kernel: vm_smoke.Kernel,
+    tmp_path: Path,
+    *,
+    init: str = vm_smoke.INIT,
+    mark: str = vm_smoke.MARK,
+    looking_glass: LookingGlass | None = None,
+) -> tuple[model.Model, Path, Path]:
     """The model's own domain with the TCG changes (vm_smoke.smoke_domain), written to
-    tmp_path; returns the model, the domain file and the guest's serial log."""
+    tmp_path; returns the model, the domain file and the guest's serial log. With
+    ``looking_glass``: as ``gpupass vm define --looking-glass`` makes it, booting ``init``."""
     loaded = model.load(model_file, f"models/{model_file.name}")
     files = render.render_all(loaded)
+    if looking_glass is not None:
+        files[DOMAIN] = vm_define.define_xml(
+            files[DOMAIN].decode(),
+            loaded,
+            name=loaded.vm.name,
+            disk=Path("/nowhere.qcow2"),
+            looking_glass=looking_glass,
+        ).encode()
     aml = tmp_path / "ssdt-battery.aml"
     aml.write_bytes(files[AML])
     tables = {f"/{AML}": aml}
@@ -86,7 +105,7 @@ def smoke_domain(model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path
         nvpcf_aml.write_bytes(files[str(paths.NVPCF_AML).lstrip("/")])
         tables[str(paths.NVPCF_AML)] = nvpcf_aml
     initrd = tmp_path / "initramfs.cpio"
-    initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
+    initrd.write_bytes(vm_smoke.initramfs(guest_kernel, init, mark))
     serial_log = tmp_path / "serial.log"
     domain = tmp_path / "domain.xml"
     domain.write_bytes(
