@@ -10,6 +10,9 @@ domains checked by libvirt's own validator, virt-xml-validate.
 from __future__ import annotations
 
 import dataclasses
+import grp
+import os
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -27,6 +30,10 @@ from gpupass.packaging import render
 
 from .layouts import AURORA_Z
 from .libvirt import Daemon
+from .test_doctor import AURORA
+from .test_doctor import laptop as doctor_laptop
+from .test_doctor import libvirt as doctor_libvirt
+from .test_doctor import run as doctor_run
 from .test_vm import (
     GOLDEN,
     LAPTOP_CPUS,
@@ -315,3 +322,99 @@ def test_the_defined_looking_glass_domain_validates_and_libvirt_keeps_it(
     finally:
         conn.close()
         libvirtd.virsh("undefine", "--nvram", "win-lg", check=False)
+
+
+# --- doctor -----------------------------------------------------------------------------
+
+KVM_GID = grp.getgrnam("kvm").gr_gid
+LG_DOMAIN = {
+    kvmfr: vm_define.define_xml(
+        render.render_all(AURORA)[DOMAIN].decode(),
+        AURORA,
+        name="win11-gpu",
+        disk=Path("/var/lib/libvirt/images/win11-gpu.qcow2"),
+        host_cpus=LAPTOP_CPUS,
+        looking_glass=lg.LookingGlass(1920, 1080, kvmfr=kvmfr),
+    )
+    for kvmfr in (False, True)
+}
+TMPFILES = "sudo systemd-tmpfiles --create /usr/lib/tmpfiles.d/gpupass-aurora-z.conf"
+
+
+def shared_file(
+    root: Path, path: str, size: int = 0, mode: int = 0o660, gid: int = KVM_GID, char: bool = False
+) -> None:
+    """The shared memory file as tmpfiles.d makes it (or QEMU grew it), or kvmfr's device node."""
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if char:
+        os.mknod(target, stat.S_IFCHR | mode, os.makedev(242, 0))  # kvmfr's node, as its docs list it
+    else:
+        target.write_bytes(b"")
+        os.truncate(target, size)
+    os.chown(target, 0, gid)
+    target.chmod(mode)
+
+
+def looking_glass_lines(root: Path, kvmfr: bool = False) -> tuple[int, list[str]]:
+    status, lines = doctor_run(root, lv=doctor_libvirt(LG_DOMAIN[kvmfr]))
+    return status, [line for line in lines if "Looking Glass" in line or "looking-glass" in line or "kvmfr" in line]
+
+
+def test_doctor_checks_the_shared_memory_file_the_domain_asks_for(tmp_path: Path) -> None:
+    root = doctor_laptop(tmp_path)
+    assert looking_glass_lines(root) == (
+        1,
+        [
+            "fail: VM win11-gpu maps /dev/shm/looking-glass for Looking Glass: there is none yet"
+            f" (fix: {TMPFILES} (the package's boot entry))"
+        ],
+    )
+    shared_file(root, "/dev/shm/looking-glass")
+    assert looking_glass_lines(root) == (
+        0,
+        [
+            "ok: Looking Glass: /dev/shm/looking-glass (empty until VM win11-gpu starts, then 32 MiB) is group kvm's"
+            " to read and write; the guest's Looking Glass and the client on this laptop must both be release B7"
+        ],
+    )
+    shared_file(root, "/dev/shm/looking-glass", size=32 << 20)
+    assert looking_glass_lines(root)[1][0].startswith("ok: Looking Glass: /dev/shm/looking-glass (32 MiB) is group")
+    shared_file(root, "/dev/shm/looking-glass", size=16 << 20, mode=0o600, gid=0)
+    assert looking_glass_lines(root) == (
+        1,
+        [
+            "fail: /dev/shm/looking-glass is 16 MiB and VM win11-gpu asks for 32 MiB: QEMU does not resize it"
+            f" (fix: shut VM win11-gpu off, then sudo rm /dev/shm/looking-glass && {TMPFILES})",
+            "fail: /dev/shm/looking-glass is group root, mode 0600: the client, run by a user in group kvm, cannot"
+            f" read and write it (fix: {TMPFILES})",
+        ],
+    )
+
+
+def test_doctor_checks_kvmfrs_device(tmp_path: Path) -> None:
+    root = doctor_laptop(tmp_path)
+    assert looking_glass_lines(root, kvmfr=True) == (
+        1,
+        [
+            "fail: VM win11-gpu maps /dev/kvmfr0 for Looking Glass: there is none, kvmfr is not loaded"
+            " (fix: sudo modprobe kvmfr static_size_mb=32)"
+        ],
+    )
+    shared_file(root, "/dev/kvmfr0", size=32 << 20, mode=0o644, gid=0)
+    assert looking_glass_lines(root, kvmfr=True)[1] == [
+        "fail: /dev/kvmfr0 is a file, not kvmfr's device: QEMU made it before the module was loaded"
+        " (fix: shut VM win11-gpu off, then sudo rm /dev/kvmfr0 && sudo modprobe kvmfr static_size_mb=32)",
+        "fail: /dev/kvmfr0 is group root, mode 0644: the client, run by a user in group kvm, cannot read and write it"
+        ' (fix: the udev rule of Looking Glass\'s docs: SUBSYSTEM=="kvmfr", GROUP="kvm", MODE="0660" in'
+        " /etc/udev/rules.d/70-kvmfr.rules)",
+    ]
+    (root / "dev/kvmfr0").unlink()
+    shared_file(root, "/dev/kvmfr0", char=True)
+    assert looking_glass_lines(root, kvmfr=True) == (
+        0,
+        [
+            "ok: Looking Glass: /dev/kvmfr0 (32 MiB) is group kvm's to read and write; the guest's Looking Glass and"
+            " the client on this laptop must both be release B7"
+        ],
+    )

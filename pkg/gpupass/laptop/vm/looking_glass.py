@@ -22,14 +22,15 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from ... import paths
 from ...errors import GpupassError
 from ...model import Model
 from .xmledit import NAMESPACES, Editor, find
 
 RELEASE = "B7"  # the release whose documentation this follows; client and guest side must match it
-NAME = "looking-glass"
-SHM_FILE = f"/dev/shm/{NAME}"
-KVMFR_DEVICE = "/dev/kvmfr0"
+NAME = paths.LOOKING_GLASS_SHM.name  # libvirt's <shmem name> is the file's name in /dev/shm
+SHM_FILE = str(paths.LOOKING_GLASS_SHM)
+KVMFR_DEVICE = str(paths.KVMFR_DEVICE)
 MIB = 1 << 20
 SHMEM_PATH = f"devices/shmem[@name='{NAME}']"
 SPICE_PATH = "devices/graphics[@type='spice']"
