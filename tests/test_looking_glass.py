@@ -296,32 +296,31 @@ def test_attach_looking_glass_to_virt_installs_domain_and_detach_it_byte_for_byt
 
 @pytest.mark.tool
 def test_the_defined_looking_glass_domain_validates_and_libvirt_keeps_it(
-    libvirtd: Daemon, aurora: model.Model, tmp_path: Path
+    libvirtd: Daemon, aurora: model.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shipped = render.render_all(aurora)[DOMAIN].replace(b'<domain type="kvm"', b'<domain type="qemu"', 1)
-    (tmp_path / "win.qcow2").write_bytes(b"")
-    from gpupass.laptop.vm import libvirtconn
-
-    conn = libvirtconn.connect(libvirtd.uri)
-    template = tmp_path / "domain.xml"
+    disk, template = tmp_path / "win.qcow2", tmp_path / "domain.xml"
+    disk.write_bytes(b"")
     template.write_bytes(shipped)
+    argv = ["vm", "--model", "aurora-z", "--connect", libvirtd.uri, "--record", str(tmp_path / "vm"), "define"]
+    hidden = ["--domain-xml", str(template), "--images", str(tmp_path)]
     try:
-        lines = vm_define.define(
-            conn,
-            aurora,
-            name="win-lg",
-            disk=tmp_path / "win.qcow2",
-            template=template,
-            host_cpus=LAPTOP_CPUS,
-            looking_glass=lg.LookingGlass(2560, 1600),
+        assert cli.main([*argv, "win-lg", "--disk", str(disk), "--looking-glass", "2560x1600", *hidden]) == 0
+        assert capsys.readouterr().out == (
+            "win-lg: defined (start it with: virsh start win-lg)\n"
+            f"note: {RELEASE_NOTE.format(size=64, file='/dev/shm/looking-glass', res='2560x1600')}\n"
         )
-        assert lines[-1] == "note: " + RELEASE_NOTE.format(size=64, file="/dev/shm/looking-glass", res="2560x1600")
         kept = dumpxml(libvirtd, "win-lg")
         validate(kept, tmp_path)
         assert lg.in_domain(ET.fromstring(kept)) == lg.InDomain("/dev/shm/looking-glass", 64 << 20)
     finally:
-        conn.close()
         libvirtd.virsh("undefine", "--nvram", "win-lg", check=False)
+    # The kvmfr form (its <qemu:commandline> arguments) is valid too.
+    kvmfr = lg.LookingGlass(2560, 1600, kvmfr=True)
+    validate(
+        vm_define.define_xml(shipped.decode(), aurora, name="win-kvmfr", disk=Path("/d.qcow2"), looking_glass=kvmfr),
+        tmp_path,
+    )
 
 
 # --- doctor -----------------------------------------------------------------------------
