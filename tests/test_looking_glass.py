@@ -220,6 +220,28 @@ def test_with_kvmfr_the_memory_is_its_device_as_looking_glass_documents(aurora: 
     assert detach_in_memory(attached) == before
 
 
+def test_the_memory_follows_kvmfr_and_a_new_size_and_detach_still_gives_back_the_original(
+    aurora: model.Model,
+) -> None:
+    before = ET.canonicalize(xmledit.to_text(xmledit.parse(USER_DOMAIN)))
+    shm, _ = attach_in_memory(USER_DOMAIN, aurora, lg.LookingGlass(1920, 1080))
+    # kvmfr loaded since: the shared memory file's device goes, kvmfr's arguments come.
+    kvmfr, _ = attach_in_memory(shm, aurora, lg.LookingGlass(1920, 1080, kvmfr=True))
+    assert ET.fromstring(kvmfr).find("devices/shmem") is None
+    assert lg.in_domain(ET.fromstring(kvmfr)) == lg.InDomain("/dev/kvmfr0", 32 << 20)
+    # A bigger panel: the same two arguments, the new size.
+    bigger, _ = attach_in_memory(kvmfr, aurora, lg.LookingGlass(3840, 2160, kvmfr=True))
+    args = [a.get("value") for a in ET.fromstring(bigger).iterfind("qemu:commandline/qemu:arg", QEMU)]
+    assert args.count("-object") == 1 and args.count("-device") == 1
+    assert lg.in_domain(ET.fromstring(bigger)) == lg.InDomain("/dev/kvmfr0", 128 << 20)
+    # kvmfr not loaded at the next attach: the domain keeps kvmfr's device, no second one.
+    again, notices = attach_in_memory(bigger, aurora, lg.LookingGlass(3840, 2160))
+    assert again == bigger
+    assert notices[0] == "the domain maps /dev/kvmfr0, and kvmfr is not loaded now: load it before starting the VM"
+    for attached in (kvmfr, bigger):
+        assert detach_in_memory(attached) == before
+
+
 def test_define_looking_glass_changes_only_its_pieces_and_the_default_domain_none(aurora: model.Model) -> None:
     shipped = render.render_all(aurora)[DOMAIN].decode()
     common = dict(name="win", disk=Path("/d/win.qcow2"), host_cpus=LAPTOP_CPUS)

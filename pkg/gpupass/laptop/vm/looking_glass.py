@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ... import paths
 from ...errors import GpupassError
 from ...model import Model
-from .xmledit import NAMESPACES, Editor, find
+from .xmledit import NAMESPACES, Editor, find, quote
 
 RELEASE = "B7"  # the release whose documentation this follows; client and guest side must match it
 NAME = paths.LOOKING_GLASS_SHM.name  # libvirt's <shmem name> is the file's name in /dev/shm
@@ -96,26 +96,55 @@ def kvmfr_arguments(lg: LookingGlass) -> tuple[tuple[str, str], ...]:
         "size": lg.size_mib * MIB,
         "share": True,
     }
-    return tuple((option, json.dumps(value, separators=(",", ":"))) for option, value in (
-        ("-device", device), ("-object", backend)
-    ))  # fmt: skip
+    return tuple(
+        (option, json.dumps(value, separators=(",", ":")))
+        for option, value in (("-device", device), ("-object", backend))
+    )
+
+
+def _kvmfr_argument(root: ET.Element, option: str, value: str) -> ET.Element | None:
+    """The domain's argument after ``option`` with the same JSON id as ``value`` (another size)."""
+    args = list(root.iterfind("qemu:commandline/qemu:arg", NAMESPACES))
+    wanted = json.loads(value)["id"]
+    for first, second in zip(args, args[1:], strict=False):
+        if first.get("value") == option and second.get("value", "").startswith("{"):
+            try:
+                if json.loads(second.get("value", ""))["id"] == wanted:
+                    return second
+            except (ValueError, KeyError, TypeError):
+                continue
+    return None
+
+
+def _kvmfr(editor: Editor, lg: LookingGlass, notices: list[str]) -> None:
+    editor.remove(SHMEM_PATH)  # a shared memory file from before the module was loaded
+    for option, value in kvmfr_arguments(lg):
+        arg = _kvmfr_argument(editor.root, option, value)
+        if arg is None:
+            editor.add_pair("qemu:commandline", "qemu:arg", option, value)
+        elif arg.get("value") != value:  # another size: found again by its new value
+            editor.set(arg, f"qemu:commandline/qemu:arg[@value='{quote(value)}']", "value", value)
+    notices.append(
+        f"kvmfr must be loaded with static_size_mb={lg.size_mib} (options kvmfr static_size_mb={lg.size_mib}"
+        f" in /etc/modprobe.d/kvmfr.conf), and {KVMFR_DEVICE} be in cgroup_device_acl in"
+        " /etc/libvirt/qemu.conf (gpupass edits no file of libvirt's)"
+    )
 
 
 def apply(editor: Editor, lg: LookingGlass, notices: list[str]) -> None:
     """Put Looking Glass's pieces into the domain (journaled by ``editor``)."""
+    already = in_domain(editor.root)
+    if not lg.kvmfr and already is not None and already.file == KVMFR_DEVICE:
+        # Made while kvmfr was loaded: a shared memory file besides would be a second device.
+        lg = LookingGlass(lg.width, lg.height, kvmfr=True)
+        notices.append(f"the domain maps {KVMFR_DEVICE}, and kvmfr is not loaded now: load it before starting the VM")
     notices.append(
         f"Looking Glass: {lg.size_mib} MiB of shared memory ({lg.file}) for {lg.width}x{lg.height};"
         f" the guest's Looking Glass and the client on this laptop must both be release {RELEASE}"
         " (README: Looking Glass)"
     )
     if lg.kvmfr:
-        for option, value in kvmfr_arguments(lg):
-            editor.add_pair("qemu:commandline", "qemu:arg", option, value)
-        notices.append(
-            f"kvmfr must be loaded with static_size_mb={lg.size_mib} (options kvmfr static_size_mb={lg.size_mib}"
-            f" in /etc/modprobe.d/kvmfr.conf), and {KVMFR_DEVICE} be in cgroup_device_acl in"
-            " /etc/libvirt/qemu.conf (gpupass edits no file of libvirt's)"
-        )
+        _kvmfr(editor, lg, notices)
     else:
         editor.ensure(SHMEM_PATH, before=LATER_DEVICES)
         model = editor.ensure(f"{SHMEM_PATH}/model")
