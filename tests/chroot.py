@@ -103,11 +103,13 @@ class Chroot:
 
     @contextlib.contextmanager
     def mounts(self) -> Iterator[None]:
-        """/dev and /proc inside, as a package builder (sbuild, Launchpad) has them."""
+        """/dev and /proc inside, as a package builder (sbuild, Launchpad) has them; /dev/shm its
+        own (a postinst's systemd-tmpfiles makes Looking Glass's file there, not on this machine)."""
         done = []
         try:
             for argv, target in (
                 (["mount", "--rbind", "/dev"], self.root / "dev"),
+                (["mount", "-t", "tmpfs", "tmpfs"], self.root / "dev/shm"),
                 (["mount", "-t", "proc", "proc"], self.root / "proc"),
             ):
                 subprocess.run([*argv, str(target)], check=True)

@@ -31,6 +31,9 @@ PRIVATE_DIRS = {
     "cache": "/var/cache/libvirt",
     "log": "/var/log/libvirt",
     "run": "/run/libvirt",
+    # QEMU's shared memory files (Looking Glass's /dev/shm/looking-glass): the test reads and
+    # writes the guest's memory there, and no other process on the machine sees it.
+    "shm": "/dev/shm",
 }
 
 LIBVIRTD_CONF = """\

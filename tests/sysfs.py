@@ -80,6 +80,8 @@ def build_sysfs(
     kvm: bool = False,
     disable_idle_d3: str | None = None,
     modules_builtin: tuple[str, ...] | None = None,
+    connectors: dict[str, str] | None = None,
+    kvmfr: bool = False,
 ) -> Path:
     """Write the parts of /sys and /proc the checks and probe read; ``cpu=None`` leaves out vendor_id.
 
@@ -91,7 +93,9 @@ def build_sysfs(
     ``kernel_release`` is /proc/sys/kernel/osrelease, and
     ``modules_builtin`` that kernel's /lib/modules/RELEASE/modules.builtin; ``kvm`` writes /dev/kvm
     (a plain file: only its existence is read); ``disable_idle_d3`` is vfio-pci's parameter
-    (written only when given, as when vfio-pci is loaded).
+    (written only when given, as when vfio-pci is loaded). ``connectors`` are DRM connectors of
+    the boot VGA device's card1 (``eDP-1``: its ``modes`` text, one mode a line, the preferred
+    first, as drm_sysfs.c's modes_show writes them); ``kvmfr`` writes /sys/class/kvmfr/kvmfr0.
     """
 
     def device_dir(address: str) -> Path:
@@ -197,6 +201,17 @@ def build_sysfs(
         (ac / "online").write_text(ac_online + "\n")
         power_supply_device(root, ac, {"NAME": "AC", "TYPE": "Mains", "ONLINE": ac_online})
         link(root / "sys/class/power_supply/AC", ac)
+    boot_vga = next((a for a, dev in devices.items() if getattr(dev, "boot_vga", None) == "1"), None)
+    for connector, modes in (connectors or {}).items():
+        card = (device_dir(boot_vga) if boot_vga else root / "sys/devices/platform/simple-framebuffer.0") / "drm/card1"
+        directory = card / f"card1-{connector}"
+        directory.mkdir(parents=True)
+        (directory / "modes").write_text(modes)
+        (directory / "status").write_text("connected\n" if modes else "disconnected\n")
+        link(root / "sys/class/drm" / f"card1-{connector}", directory)
+    if kvmfr:
+        (root / "sys/devices/virtual/kvmfr/kvmfr0").mkdir(parents=True)
+        link(root / "sys/class/kvmfr/kvmfr0", root / "sys/devices/virtual/kvmfr/kvmfr0")
     if iommu_groups and any(t in tables for t in ("DMAR", "IVRS")):
         unit = "dmar0" if "DMAR" in tables else "ivhd0"
         (root / "sys/devices/virtual/iommu" / unit).mkdir(parents=True)

@@ -17,7 +17,12 @@ from .conftest import ROOT
 pytestmark = pytest.mark.tool
 
 DROP_IN = "abstractions/libvirt-qemu.d/gpupass-aurora-z"
-RULES = ("/var/lib/gpupass/vbios.rom r,", "/usr/share/gpupass/ssdt-battery.aml r,")
+RULES = (
+    "/var/lib/gpupass/vbios.rom r,",
+    "/usr/share/gpupass/ssdt-battery.aml r,",
+    "/dev/shm/looking-glass rw,",  # Looking Glass's shared memory (gpupass vm --looking-glass)
+    "/dev/kvmfr0 rw,",  # and the kvmfr module's device
+)
 
 
 @pytest.fixture

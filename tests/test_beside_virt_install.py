@@ -20,6 +20,7 @@ import pytest
 from gpupass import model
 from gpupass.laptop.vm import define as vm_define
 from gpupass.laptop.vm import xmledit
+from gpupass.laptop.vm.looking_glass import LookingGlass
 from gpupass.packaging import render
 
 from .conftest import ROOT
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.tool
 
 DOMAIN = "usr/share/gpupass/domain.xml"
 TABLE_HEADING = "## vm define beside virt-install"
+LOOKING_GLASS_HEADING = "## vm define --looking-glass beside vm define"
 QEMU = "{" + xmledit.NAMESPACES["qemu"] + "}"
 # The attribute that tells a device's kind, per device element.
 KIND = {
@@ -70,11 +72,12 @@ def classes(xml: str) -> set[str]:
     return found
 
 
-def design_table() -> dict[str, tuple[str, str, str]]:
-    """DESIGN.md's rows: class -> (virt-install's mark, gpupass's mark, why)."""
+def design_table(heading: str = TABLE_HEADING) -> dict[str, tuple[str, str, str]]:
+    """DESIGN.md's rows: class -> (virt-install's mark, gpupass's mark, why); for the Looking
+    Glass table, class -> (the default domain's mark, the --looking-glass domain's, why)."""
     text = (ROOT / "DESIGN.md").read_text(encoding="utf-8")
-    assert TABLE_HEADING in text, f"DESIGN.md has no section {TABLE_HEADING!r}"
-    section = text.split(TABLE_HEADING, 1)[1].split("\n## ", 1)[0]
+    assert heading in text, f"DESIGN.md has no section {heading!r}"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -105,14 +108,23 @@ def test_every_class_virt_install_gives_is_in_gpupass_or_in_designs_table(libvir
     aurora = model.load(ROOT / "models" / "aurora-z.toml")
     template = render.render_all(aurora)[DOMAIN].decode().replace('<domain type="kvm"', '<domain type="qemu"', 1)
     ours = vm_define.define_xml(template, aurora, name="beside-gpupass", disk=disk, iso=iso)
-    for name, xml in (("beside-virt-install", printed), ("beside-gpupass", ours)):
+    lg = LookingGlass(*aurora.vm.panel_size)
+    looking = vm_define.define_xml(template, aurora, name="beside-looking-glass", disk=disk, iso=iso, looking_glass=lg)
+    names = ("beside-virt-install", "beside-gpupass", "beside-looking-glass")
+    for name, xml in zip(names, (printed, ours, looking), strict=True):
         (tmp_path / f"{name}.xml").write_text(xml)
         libvirtd.virsh("define", str(tmp_path / f"{name}.xml"))
     try:
-        theirs, mine = classes(dumpxml(libvirtd, "beside-virt-install")), classes(dumpxml(libvirtd, "beside-gpupass"))
+        theirs, mine, with_lg = (classes(dumpxml(libvirtd, name)) for name in names)
     finally:
-        for name in ("beside-virt-install", "beside-gpupass"):
+        for name in names:
             libvirtd.virsh("undefine", "--nvram", name, check=False)
+
+    # Only the --looking-glass domain changes, each class that does in its own table.
+    lg_table = design_table(LOOKING_GLASS_HEADING)
+    assert sorted(lg_table) == sorted(mine ^ with_lg), f"DESIGN.md's Looking Glass table: {sorted(mine ^ with_lg)}"
+    lg_marks = {c: ("yes" if c in mine else "no", "yes" if c in with_lg else "no") for c in lg_table}
+    assert {c: lg_table[c][:2] for c in lg_table} == lg_marks and all(row[2] for row in lg_table.values())
 
     table = design_table()
     unexplained = sorted(c for c in theirs - mine if not (c in table and table[c][2]))

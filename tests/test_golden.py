@@ -54,6 +54,7 @@ def test_every_artifact_kind_has_a_golden_file() -> None:
         "usr/lib/udev/rules.d/90-gpupass-aurora-z.rules",
         "usr/lib/systemd/system/gpupass-power.service",
         "usr/lib/gpupass/libvirt-qemu-hook",
+        "usr/lib/tmpfiles.d/gpupass-aurora-z.conf",
     } == paths
 
 

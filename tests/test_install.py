@@ -30,6 +30,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         "usr/lib/modprobe.d/gpupass-aurora-z.conf",
         "usr/share/gpupass/domain.xml",
         "usr/share/gpupass/ssdt-battery.aml",
+        "usr/lib/tmpfiles.d/gpupass-aurora-z.conf",
     ):
         assert (plain_chroot.root / path).is_file(), path
     # Enabled for the next boot (a link that resolves inside the chroot, not here).

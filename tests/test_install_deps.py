@@ -26,6 +26,8 @@ TEST_TOOLS = {
     "libvirtd": "libvirt-daemon-system",
     "virtlogd": "libvirt-daemon-system",
     "virsh": "libvirt-clients",
+    "virt-xml-validate": "libvirt-clients",
+    "xmllint": "libxml2-utils",  # what virt-xml-validate runs
     "qemu-system-x86_64": "qemu-system-x86",
     # libvirtd runs them for the domain's TPM 2.0 (vm-smoke boots it).
     "swtpm": "swtpm",

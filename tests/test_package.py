@@ -42,6 +42,7 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/lib/udev/rules.d/90-gpupass-aurora-z.rules",
         "/usr/lib/systemd/system/gpupass-power.service",
         "/usr/lib/gpupass/libvirt-qemu-hook",
+        "/usr/lib/tmpfiles.d/gpupass-aurora-z.conf",
         "/usr/bin/gpupass",
         "/usr/lib/python3/dist-packages/gpupass/cli.py",
     ):

@@ -85,6 +85,9 @@ def test_reference_laptop_probes_to_models_aurora_z(tmp_path: Path) -> None:
         "0000:01:00.0 has subsystem id 0000:0000: the guest will see the GPU maker's own ids; if the driver"
         " stays in Code 43, find the laptop's subsystem id (lspci -nnv, Windows' device manager) and set"
         " subsystem_id",
+        # The write-up does not give the panel's resolution, so the fixture has no eDP connector.
+        "no internal panel mode in /sys/class/drm/*-eDP-*/modes (no eDP connector): vm.panel is 1920x1080, what"
+        " gpupass vm --looking-glass sizes its shared memory for; set yours",
     )
 
 
@@ -153,6 +156,8 @@ def test_turing_gpu_passes_all_four_functions_with_their_drivers(tmp_path: Path)
         " subsystem_id",
         "no battery found (/sys/class/power_supply/BAT*): the guest's fake battery takes gpupass's default"
         " values; a laptop has a battery, check that this is one",
+        "no internal panel mode in /sys/class/drm/*-eDP-*/modes (no eDP connector): vm.panel is 1920x1080, what"
+        " gpupass vm --looking-glass sizes its shared memory for; set yours",
     )
 
 

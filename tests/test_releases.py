@@ -130,6 +130,7 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
         assert APPARMOR_FIX in installed
         root.run("sh", "-c", APPARMOR_FIX.strip())
     check_apparmor_profile(root)
+    check_looking_glass_file(root)
 
     image = Image(root, release.initramfs, newest, "/tmp/initrd-installed")
     assert image.has_module("vfio-pci"), "vfio-pci is not in the initramfs"
@@ -148,6 +149,7 @@ def test_install_remove_purge_boot_files(system, built: Path) -> None:
     assert (root.root / "etc/default/grub.d/gpupass-aurora-z.cfg").exists(), "a conffile stays until purge"
     assert root.run("sh", "-c", GRUB_SETTINGS).stdout == "quiet"
     assert not (root.root / MODPROBE).exists()
+    assert not (root.root / TMPFILES).exists()
     image = Image(root, release.initramfs, newest, "/tmp/initrd-removed")
     assert image.read(MODPROBE) == ""
     assert not VFIO_MODULES & image.early_modules()
@@ -212,10 +214,23 @@ def check_apparmor_profile(root: chroot.Chroot) -> None:
     profile.write_text("#include <tunables/global>\nprofile vm {\n  #include <abstractions/libvirt-qemu>\n}\n")
     with root.mounts():
         expanded = root.run("apparmor_parser", "--preprocess", "/etc/apparmor.d/gpupass-test-vm").stdout
-        for rule in ("/var/lib/gpupass/vbios.rom r,", "/usr/share/gpupass/ssdt-battery.aml r,"):
+        rules = ("/var/lib/gpupass/vbios.rom r,", "/usr/share/gpupass/ssdt-battery.aml r,")
+        for rule in (*rules, "/dev/shm/looking-glass rw,", "/dev/kvmfr0 rw,"):  # and Looking Glass's memory
             assert rule in expanded
         root.run("apparmor_parser", "--skip-kernel-load", "--skip-cache", "/etc/apparmor.d/gpupass-test-vm")
     profile.unlink()
+
+
+TMPFILES = "usr/lib/tmpfiles.d/gpupass-aurora-z.conf"
+
+
+def check_looking_glass_file(root: chroot.Chroot) -> None:
+    """The release's systemd-tmpfiles makes Looking Glass's shared memory file from the package's
+    entry, for group kvm with mode 0660 (in the chroot's own /dev/shm)."""
+    with root.mounts():
+        root.run("systemd-tmpfiles", "--create", "/" + TMPFILES)
+        made = root.run("stat", "-c", "%F %a %U %G %s", "/dev/shm/looking-glass").stdout
+    assert made == "regular empty file 660 root kvm 0\n"
 
 
 def newest_kernel(root: chroot.Chroot) -> str:

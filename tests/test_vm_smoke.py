@@ -32,6 +32,8 @@ import pytest
 
 from gpupass import cli, guest, model, paths
 from gpupass.laptop.rom import acpi_table
+from gpupass.laptop.vm import define as vm_define
+from gpupass.laptop.vm.looking_glass import LookingGlass
 from gpupass.packaging import render
 
 from . import vm_smoke
@@ -81,13 +83,29 @@ class Boot:
 
 
 def smoke_domain(
-    model_file: Path, guest_kernel: vm_smoke.Kernel, tmp_path: Path, name: str | None = None
+    model_file: Path,
+    guest_kernel: vm_smoke.Kernel,
+    tmp_path: Path,
+    name: str | None = None,
+    *,
+    init: str = vm_smoke.INIT,
+    mark: str = vm_smoke.MARK,
+    looking_glass: LookingGlass | None = None,
 ) -> tuple[model.Model, Path, Path]:
     """The model's own domain with the TCG changes (vm_smoke.smoke_domain), written to
     tmp_path; returns the model, the domain file and the guest's serial log. ``name``: the
-    domain's, where guests of the same vm.name are defined at once."""
+    domain's, where guests of the same vm.name are defined at once. With ``looking_glass``:
+    as ``gpupass vm define --looking-glass`` makes it, booting ``init``."""
     loaded = model.load(model_file, f"models/{model_file.name}")
     files = render.render_all(loaded)
+    if looking_glass is not None:
+        files[DOMAIN] = vm_define.define_xml(
+            files[DOMAIN].decode(),
+            loaded,
+            name=loaded.vm.name,
+            disk=Path("/nowhere.qcow2"),
+            looking_glass=looking_glass,
+        ).encode()
     aml = tmp_path / "ssdt-battery.aml"
     aml.write_bytes(files[AML])
     tables = {f"/{AML}": aml}
@@ -102,7 +120,7 @@ def smoke_domain(
         nvpcf_aml.write_bytes(files[str(paths.NVPCF_AML).lstrip("/")])
         tables[str(paths.NVPCF_AML)] = nvpcf_aml
     initrd = tmp_path / "initramfs.cpio"
-    initrd.write_bytes(vm_smoke.initramfs(guest_kernel))
+    initrd.write_bytes(vm_smoke.initramfs(guest_kernel, init, mark))
     serial_log = tmp_path / "serial.log"
     domain = tmp_path / "domain.xml"
     domain.write_bytes(

@@ -133,6 +133,17 @@ class Vm:
     )
     ovmf_vars: str = spec(schema.ABS_PATH, default="/usr/share/OVMF/OVMF_VARS_4M.fd", doc="OVMF variable store")
     hyperv_vendor_id: str = spec(schema.HYPERV_VENDOR_ID, default="GenuineIntel", doc="Hyper-V vendor_id")
+    panel: str = spec(
+        schema.RESOLUTION,
+        default="1920x1080",
+        doc="the laptop's internal panel resolution (its eDP connector's preferred mode): what"
+        " gpupass vm define/attach --looking-glass sizes Looking Glass's shared memory for",
+    )
+
+    @property
+    def panel_size(self) -> tuple[int, int]:
+        width, _, height = self.panel.partition("x")
+        return int(width), int(height)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,3 +45,10 @@ RELEASE_RECORD = STATE_DIR / "power-release.json"
 POWER_UNIT = "gpupass-power.service"
 LIBVIRT_HOOK = Path("/usr/lib/gpupass/libvirt-qemu-hook")
 LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")  # where vm define puts a new disk
+# Looking Glass (gpupass vm --looking-glass): the shared memory file the package's tmpfiles.d
+# entry makes at boot, for the group libvirt's QEMU runs in on Debian and Ubuntu (libvirt-qemu is
+# in kvm), read and written by the user's client as a member of that group; kvmfr's device.
+LOOKING_GLASS_SHM = Path("/dev/shm/looking-glass")
+LOOKING_GLASS_GROUP = "kvm"
+LOOKING_GLASS_MODE = 0o660
+KVMFR_DEVICE = Path("/dev/kvmfr0")

@@ -220,3 +220,12 @@ ACPI_OEM_TABLE_ID = Text(
 HYPERV_VENDOR_ID = Text(
     r"[A-Za-z0-9]{1,12}", "a Hyper-V vendor id", "1 to 12 letters or digits", alphabet="abcXYZ0189", max_len=12
 )
+# A display mode as the kernel's DRM connectors list it (modes: 2560x1600).
+RESOLUTION = Text(
+    r"[1-9][0-9]{2,4}x[1-9][0-9]{2,4}",
+    "a resolution",
+    "WIDTHxHEIGHT in pixels, e.g. 1920x1080",
+    alphabet="0123456789x",
+    min_len=7,
+    max_len=11,
+)

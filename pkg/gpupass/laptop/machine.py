@@ -33,6 +33,8 @@ CPU_TOPOLOGY = "sys/devices/system/cpu"
 HYBRID_P_CORES = "sys/devices/cpu_core/cpus"
 DMI = "sys/class/dmi/id"
 POWER_SUPPLY = "sys/class/power_supply"
+CLASS_DRM = "sys/class/drm"  # connectors: card1-eDP-1 (an internal panel), card1-HDMI-A-1, ...
+CLASS_KVMFR = "sys/class/kvmfr"  # Looking Glass's kvmfr module, while loaded: kvmfr0, ...
 PROCESSES = "proc"
 # What QEMU has among its open files while a VM has a device: the device's IOMMU group, or
 # with the iommufd backend (Linux 6.6+, libvirt's <driver iommufd='yes'/>) the device's own file.
@@ -168,6 +170,14 @@ class VfioUser:
 
 
 @dataclass(frozen=True)
+class Panel:
+    """An internal panel's DRM connector (eDP): its name and preferred mode."""
+
+    connector: str  # card1-eDP-1
+    mode: str | None  # the first line of modes (the preferred one), 2560x1600; None: no modes
+
+
+@dataclass(frozen=True)
 class Machine:
     pci: tuple[PciDevice, ...]  # by address
     iommu_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> addresses, sorted
@@ -188,6 +198,8 @@ class Machine:
     vfio_pci_disable_idle_d3: str | None = None
     vfio_users: tuple[VfioUser, ...] = ()  # by pid
     unlisted_processes: int = 0  # processes whose open files could not be listed (not root)
+    panels: tuple[Panel, ...] = ()  # eDP connectors, by name
+    kvmfr_devices: tuple[str, ...] = ()  # /sys/class/kvmfr entries (kvmfr0): the module is loaded
 
     def device(self, address: str) -> PciDevice | None:
         return next((d for d in self.pci if d.address == address), None)
@@ -232,7 +244,24 @@ def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) 
         vfio_pci_disable_idle_d3=_read(root / VFIO_PCI_DISABLE_IDLE_D3),
         vfio_users=users,
         unlisted_processes=unlisted,
+        panels=panels(root),
+        kvmfr_devices=_names(root / CLASS_KVMFR),
     )
+
+
+def panels(root: Path = Path("/")) -> tuple[Panel, ...]:
+    """The internal panels' connectors (``*-eDP-*``) and their preferred modes."""
+    found = []
+    for name in _names(root / CLASS_DRM):
+        if "-eDP-" in name:
+            modes = (_read(root / CLASS_DRM / name / "modes") or "").splitlines()
+            found.append(Panel(name, modes[0].strip() if modes else None))
+    return tuple(found)
+
+
+def kvmfr_devices(root: Path = Path("/")) -> tuple[str, ...]:
+    """Looking Glass's kvmfr devices (kvmfr0, ...): empty when the module is not loaded."""
+    return _names(root / CLASS_KVMFR)
 
 
 def _read(path: Path) -> str | None:

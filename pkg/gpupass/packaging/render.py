@@ -16,9 +16,22 @@ import jinja2
 from .. import paths
 from ..errors import GpupassError
 from ..model import Model
-from .artifacts import apparmor, domain, dracut, grub, initramfs, modelfile, modprobe, nvpcf, power, ssdt, systemd
+from .artifacts import (
+    apparmor,
+    domain,
+    dracut,
+    grub,
+    initramfs,
+    modelfile,
+    modprobe,
+    nvpcf,
+    power,
+    ssdt,
+    systemd,
+    tmpfiles,
+)
 
-ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, nvpcf, systemd, apparmor, modelfile, power)
+ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, nvpcf, systemd, apparmor, modelfile, power, tmpfiles)
 
 
 class Templates:

@@ -23,7 +23,7 @@ from .finding import Finding, exit_status, report
 from .host import check_bindings, check_cmdline, check_cpu, check_group, check_initramfs, check_iommu
 from .power import check_power
 from .rom import check_rom_table, check_vbios
-from .vm import check_apparmor, check_libvirt, check_nvpcf, check_ovmf, check_vm
+from .vm import check_apparmor, check_libvirt, check_looking_glass, check_nvpcf, check_ovmf, check_vm
 
 Check = Callable[[Model, Machine, Facts], list[Finding]]
 CHECKS: tuple[Check, ...] = (
@@ -40,6 +40,7 @@ CHECKS: tuple[Check, ...] = (
     check_libvirt,
     check_apparmor,
     check_vm,
+    check_looking_glass,
     check_power,
 )
 

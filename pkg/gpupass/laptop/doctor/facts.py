@@ -7,9 +7,11 @@ Standard library only; libvirt is reached through libvirtconn, other programs th
 
 from __future__ import annotations
 
+import grp
 import re
 import shutil
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ... import paths
@@ -51,6 +53,16 @@ class Libvirt:
 
 
 @dataclass(frozen=True)
+class SharedFile:
+    """Looking Glass's shared memory file or kvmfr device, as the client will find it."""
+
+    kind: str  # "file", "char" (a character device), "other"
+    size: int
+    mode: int  # permission bits
+    group: str  # the group's name, or its number when it has none
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything the checks read besides the machine snapshot, gathered once."""
 
@@ -66,6 +78,8 @@ class Facts:
     vbios_origin: str | None = None  # the record beside it of where it came from; None: no record
     rom_aml: bytes | None = None  # the guest's _ROM SSDT beside the vBIOS; None: no file
     nvpcf_aml: bool = False  # the package's NVPCF SSDT is there (guest.nvpcf)
+    # Looking Glass's /dev/shm/looking-glass and /dev/kvmfr0, those that exist (laptop path -> state).
+    shared_files: dict[str, SharedFile] = field(default_factory=dict)
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -80,6 +94,19 @@ def _read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+
+
+def shared_file(path: Path) -> SharedFile | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    kind = "file" if stat.S_ISREG(info.st_mode) else "char" if stat.S_ISCHR(info.st_mode) else "other"
+    return SharedFile(kind, info.st_size, info.st_mode & 0o7777, group)
 
 
 def list_initramfs(root: Path, release: str) -> Initramfs:
@@ -174,4 +201,9 @@ def gather(
         vbios_origin=vbios_origin,
         rom_aml=rom_aml,
         nvpcf_aml=under(root, paths.NVPCF_AML).is_file(),
+        shared_files={
+            str(p): state
+            for p in (paths.LOOKING_GLASS_SHM, paths.KVMFR_DEVICE)
+            if (state := shared_file(under(root, p))) is not None
+        },
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ... import paths
 from ...model import Model
 from ..machine import Machine
-from ..vm import pieces, xmledit
+from ..vm import looking_glass, pieces, xmledit
 from .facts import APPARMOR_ABSTRACTION, APPARMOR_INCLUDE, APPARMOR_LINE, APPARMOR_LOCAL, Facts
 from .finding import FAIL, OK, WARN, Finding
 
@@ -127,5 +127,65 @@ def check_nvpcf(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             f" {'also' if g.nvpcf_on_battery else 'not'} on battery), proven in emulation, not yet on a laptop",
             "if Windows stops with ACPI_BIOS_ERROR, rebuild with guest.nvpcf = false;"
             " report how it went (README: NVPCF)",
+        )
+    ]
+
+
+def check_looking_glass(model: Model, m: Machine, facts: Facts) -> list[Finding]:
+    """A domain with Looking Glass: its shared memory as the client needs it (size, group, mode)."""
+    survey, name = facts.libvirt.survey, facts.vm_name
+    if facts.libvirt.problem or survey is None or survey.domain_xml is None:
+        return []
+    asked = looking_glass.in_domain(xmledit.parse(survey.domain_xml))
+    if asked is None:
+        return []
+    mib, file = asked.size // looking_glass.MIB, asked.file
+    kvmfr = file == looking_glass.KVMFR_DEVICE
+    tmpfiles = f"sudo systemd-tmpfiles --create /usr/lib/tmpfiles.d/{model.package}.conf"
+    reload = f"sudo modprobe kvmfr static_size_mb={mib}"
+    group, wanted = paths.LOOKING_GLASS_GROUP, paths.LOOKING_GLASS_MODE
+    state = facts.shared_files.get(file)
+    problems: list[tuple[str, str]] = []
+    if state is None and kvmfr:
+        problems.append((f"VM {name} maps {file} for Looking Glass: there is none, kvmfr is not loaded", reload))
+    elif state is None:
+        problems.append(
+            (f"VM {name} maps {file} for Looking Glass: there is none yet", f"{tmpfiles} (the package's boot entry)")
+        )
+    elif kvmfr and state.kind != "char":
+        problems.append(
+            (
+                f"{file} is a {state.kind}, not kvmfr's device: QEMU made it before the module was loaded",
+                f"shut VM {name} off, then sudo rm {file} && {reload}",
+            )
+        )
+    elif not kvmfr and state.kind != "file":
+        problems.append((f"{file} is a {state.kind}, not a file", f"sudo rm {file} && {tmpfiles}"))
+    elif not kvmfr and state.size not in (0, asked.size):
+        problems.append(
+            (
+                f"{file} is {state.size / looking_glass.MIB:g} MiB and VM {name} asks for {mib} MiB:"
+                " QEMU does not resize it",
+                f"shut VM {name} off, then sudo rm {file} && {tmpfiles}",
+            )
+        )
+    if state is not None and (state.group != group or state.mode & wanted != wanted):
+        udev = f'SUBSYSTEM=="kvmfr", GROUP="{group}", MODE="{wanted:04o}" in /etc/udev/rules.d/70-kvmfr.rules'
+        problems.append(
+            (
+                f"{file} is group {state.group}, mode {state.mode:04o}: the client, run by a user in group"
+                f" {group}, cannot read and write it",
+                f"the udev rule of Looking Glass's docs: {udev}" if kvmfr else tmpfiles,
+            )
+        )
+    if problems:
+        return [Finding("looking-glass", FAIL, what, fix) for what, fix in problems]
+    size = f"{mib} MiB" if kvmfr or state.size else f"empty until VM {name} starts, then {mib} MiB"
+    return [
+        Finding(
+            "looking-glass",
+            OK,
+            f"Looking Glass: {file} ({size}) is group {group}'s to read and write; the guest's Looking Glass"
+            f" and the client on this laptop must both be release {looking_glass.RELEASE}",
         )
     ]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import GpupassError
-from ...model import IOMMU_ARG, toml_value
+from ...model import IOMMU_ARG, Vm, toml_value
+from ...schema import RESOLUTION
 from ..machine import IOMMU_GROUPS, PCI_DEVICES, Machine, PciDevice
 from ..preflight import (
     CPU_VENDORS,
@@ -232,6 +233,7 @@ def probe(machine: Machine) -> Probed:
             (
                 Field("memory_mib", 16384, "gpupass default"),
                 Field("vcpus", vcpus, f"every pinned CPU, whole cores, at most {MAX_VCPUS}"),
+                Field("panel", *_panel(machine, warnings)),
             ),
         ),
         Table("smbios", tuple(Field(k, v, s) for k, (v, s) in smbios.items())),
@@ -417,6 +419,20 @@ def _smbios(machine: Machine, warnings: list[str]) -> tuple[tuple[str, str], dic
         name = version if version.lower().startswith("lenovo") else f"Lenovo {version}"
         source = "DMI product_version (Lenovo's product_name is the machine type)"
     return (_text(name) or "Unknown", source), out
+
+
+def _panel(machine: Machine, warnings: list[str]) -> tuple[str, str]:
+    """The internal panel's preferred mode, which Looking Glass's shared memory is sized for."""
+    for panel in machine.panels:
+        if panel.mode and RESOLUTION.check(panel.mode) is None:
+            return panel.mode, f"sysfs class/drm/{panel.connector}/modes (the preferred mode)"
+    default = Vm.__dataclass_fields__["panel"].default
+    seen = ", ".join(f"{p.connector} ({p.mode or 'no modes'})" for p in machine.panels)
+    warnings.append(
+        f"no internal panel mode in /sys/class/drm/*-eDP-*/modes ({seen or 'no eDP connector'}):"
+        f" vm.panel is {default}, what gpupass vm --looking-glass sizes its shared memory for; set yours"
+    )
+    return default, "gpupass default (no eDP connector with a mode)"
 
 
 def _model_id(name: str) -> str:

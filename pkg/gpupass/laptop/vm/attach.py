@@ -17,6 +17,7 @@ from ... import paths
 from ...errors import GpupassError
 from ...model import Model
 from . import libvirtconn, xmledit
+from .looking_glass import LookingGlass
 from .pieces import NATIVE_ACPI_TABLE_VERSION, Context, apply
 from .xmledit import Editor
 
@@ -75,8 +76,24 @@ def _edit(
     if dry_run:
         return Outcome(name, text, tuple(notices))
     backup = store_backup(backup_dir, name, original)
-    libvirtconn.define(conn, after)
+    domain = libvirtconn.define(conn, after)
+    if verb == "attach":
+        _adopt_controllers(conn, domain, root)
     return Outcome(name, text, tuple(notices), backup, defined=True)
+
+
+def _adopt_controllers(conn, domain, sent: ET.Element) -> None:
+    """Journal the PCI controllers libvirt added on define (root ports for the devices it
+    placed: Looking Glass's shared memory, virtio input), so that detach takes them out too."""
+    kept = xmledit.parse(libvirtconn.inactive_xml(domain))
+    known = {c.get("index") for c in sent.iterfind("devices/controller[@type='pci']")}
+    added = [c.get("index") for c in kept.iterfind("devices/controller[@type='pci']") if c.get("index") not in known]
+    if not added:
+        return
+    editor = Editor(kept)
+    for index in added:
+        editor.adopt(f"devices/controller[@type='pci'][@index='{index}']")
+    libvirtconn.define(conn, xmledit.to_text(kept))
 
 
 def store_backup(backup_dir: Path, name: str, xml: str) -> Path:
@@ -102,11 +119,13 @@ def attach(
     dry_run: bool = False,
     host_cpus: Iterable[int] | None = None,
     backup_dir: Path = BACKUP_DIR,
+    looking_glass: LookingGlass | None = None,
 ) -> Outcome:
     ctx = Context(
         model,
         native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
         host_cpus=tuple(libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus),
+        looking_glass=looking_glass,
     )
 
     def change(root: ET.Element) -> list[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from ... import paths
 from ...model import Model
 from ...modelfiles import chosen_model
-from .. import options
+from .. import machine, options
+from .looking_glass import LookingGlass
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="ISO",
         help="the virtio-win drivers ISO: disk and NIC become virtio, the ISO a second CD-ROM",
     )
+    _looking_glass_option(vp)
     vp.add_argument("--domain-xml", default=str(paths.INSTALLED_DOMAIN), help=argparse.SUPPRESS)
     vp.add_argument("--images", default=str(paths.LIBVIRT_IMAGES), help=argparse.SUPPRESS)
     for name, what in (
@@ -42,6 +44,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         vp = vm_commands.add_parser(name, help=what, description=what)
         vp.add_argument("name", help="the libvirt domain")
         vp.add_argument("--dry-run", action="store_true", help="print the change as a unified diff, change nothing")
+        if name == "attach":
+            _looking_glass_option(vp)
+
+
+def _looking_glass_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--looking-glass",
+        nargs="?",
+        const="panel",
+        metavar="WxH",
+        help="the VM's picture in a window on this laptop (Looking Glass): shared memory sized for the"
+        " model's vm.panel, or for WxH; SPICE input with virtio mouse and keyboard, no USB tablet",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +67,7 @@ def cli(args: argparse.Namespace, model: Model) -> int:
     """``gpupass vm define | attach | detach``, as ``register`` parsed them."""
     from . import attach, define, libvirtconn, record  # here: every gpupass command registers vm
 
+    lg = LookingGlass.asked(getattr(args, "looking_glass", None), model, machine.kvmfr_devices())
     conn = libvirtconn.connect(args.connect)
     try:
         if args.vm_command == "define":
@@ -65,10 +81,11 @@ def cli(args: argparse.Namespace, model: Model) -> int:
                 virtio_win=Path(args.virtio_win) if args.virtio_win else None,
                 template=Path(args.domain_xml),
                 images_dir=Path(args.images),
+                looking_glass=lg,
             )
             record.remember_domain(args.name or model.vm.name, Path(args.record))
         elif args.vm_command == "attach":
-            lines = attach.attach(conn, args.name, model, dry_run=args.dry_run).lines(
+            lines = attach.attach(conn, args.name, model, dry_run=args.dry_run, looking_glass=lg).lines(
                 "passthrough attached", args.dry_run
             )
             if not args.dry_run:  # the domain gpupass power acts on, unless power.conf names one

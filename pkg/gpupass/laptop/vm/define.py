@@ -14,6 +14,8 @@ from ...errors import GpupassError
 from ...model import Model
 from .. import command
 from . import libvirtconn, xmledit
+from .looking_glass import LookingGlass
+from .looking_glass import apply as apply_looking_glass
 from .pieces import NATIVE_ACPI_TABLE_VERSION, Context, acpi_table_paths, piece_battery_table, piece_emulator_pinning
 from .xmledit import Editor
 
@@ -39,6 +41,8 @@ def define_xml(
     virtio_win: Path | None = None,
     native_acpi_table: bool = False,
     host_cpus: Iterable[int] = (),
+    looking_glass: LookingGlass | None = None,
+    notices: list[str] | None = None,
 ) -> str:
     """The package's domain with the user's name, disk, installer ISO and drivers ISO.
 
@@ -92,6 +96,8 @@ def define_xml(
             commandline.remove(pair)
         piece_battery_table(editor, ctx)
     piece_emulator_pinning(editor, ctx)
+    if looking_glass is not None:
+        apply_looking_glass(editor, looking_glass, notices if notices is not None else [])
     return xmledit.to_text(root)
 
 
@@ -107,6 +113,7 @@ def define(
     template: Path = paths.INSTALLED_DOMAIN,
     images_dir: Path = IMAGES_DIR,
     host_cpus: Iterable[int] | None = None,
+    looking_glass: LookingGlass | None = None,
 ) -> list[str]:
     name = name or model.vm.name
     if libvirtconn.exists(conn, name):
@@ -122,7 +129,8 @@ def define(
         raise GpupassError(f"{iso}: no such file (expected the Windows installer ISO)")
     if virtio_win is not None and not virtio_win.is_file():
         raise GpupassError(f"{virtio_win}: no such file (expected the virtio-win drivers ISO)")
-    lines = []
+    lines: list[str] = []
+    notices: list[str] = []
     if disk is None:
         disk = images_dir / f"{name}.qcow2"
         if disk_size_gib is not None:
@@ -141,6 +149,8 @@ def define(
         virtio_win=virtio_win.resolve() if virtio_win else None,
         native_acpi_table=libvirtconn.version(conn) >= NATIVE_ACPI_TABLE_VERSION,
         host_cpus=libvirtconn.host_cpus(conn) if host_cpus is None else host_cpus,
+        looking_glass=looking_glass,
+        notices=notices,
     )
     try:
         libvirtconn.define(conn, xml)
@@ -149,6 +159,7 @@ def define(
             disk.unlink(missing_ok=True)  # created for this domain only
         raise
     lines.append(f"{name}: defined (start it with: virsh start {name})")
+    lines += [f"note: {n}" for n in notices]
     if virtio_win is not None:
         lines.append(
             f'Windows setup sees the disk only with the virtio storage driver: at "Where do you want to install'

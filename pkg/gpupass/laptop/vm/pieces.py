@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from ... import guest, paths
 from ...errors import GpupassError
 from ...model import SECURE_BOOT_LOADER, Model, PciFunction
-from . import xmledit
+from . import looking_glass, xmledit
+from .looking_glass import LookingGlass
 from .xmledit import Editor, quote
 
 # libvirt 11.2 reads <os><acpi><table type="raw">, and virt-aa-helper then lets QEMU read
@@ -43,6 +44,7 @@ class Context:
     aml: str = str(paths.INSTALLED_AML)
     rom_aml: str = str(paths.ROM_AML)
     nvpcf_aml: str = str(paths.NVPCF_AML)
+    looking_glass: LookingGlass | None = None  # --looking-glass: its shared memory and SPICE input
     notices: list[str] = field(default_factory=list)
 
 
@@ -365,6 +367,11 @@ def piece_emulator_pinning(editor: Editor, ctx: Context) -> None:
     editor.set(pin, "cputune/emulatorpin", "cpuset", cpuset(cpus))
 
 
+def piece_looking_glass(editor: Editor, ctx: Context) -> None:
+    if ctx.looking_glass is not None:
+        looking_glass.apply(editor, ctx.looking_glass, ctx.notices)
+
+
 Piece = Callable[[Editor, Context], None]
 # (name in messages, function), in the order attach applies them.
 FIRMWARE_PIECE = "firmware without Secure Boot"
@@ -383,6 +390,7 @@ PIECES: tuple[tuple[str, Piece], ...] = (
     (HYPERV_PIECE, piece_hyperv_enlightenments),
     ("vCPU pinning to performance CPUs", piece_vcpu_pinning),
     ("emulator pinning to the other CPUs", piece_emulator_pinning),
+    ("Looking Glass (with --looking-glass)", piece_looking_glass),
 )
 
 

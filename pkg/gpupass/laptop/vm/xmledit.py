@@ -287,6 +287,13 @@ class Editor:
             self._record("pair", f"{parent_path}/{tag}[@value='{quote(value)}']", option=option)
         self.changes.append(f"add {parent_path}/{tag} {option} {value}")
 
+    def adopt(self, path: str) -> None:
+        """Journal the element at ``path`` as added, though someone else put it there: a
+        controller libvirt added at define time for a device gpupass added, which undo
+        must take out with it."""
+        if find(self.root, path) is not None:
+            self._record("added", path, kind="whole")
+
     def remove(self, path: str) -> None:
         """Remove the element at ``path``, keeping a copy in the journal to put back."""
         element = find(self.root, path)
