@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gpupass import cli
 from gpupass.errors import GpupassError
 from gpupass.laptop import machine
 from gpupass.laptop.gpu import holders, switch
@@ -236,6 +237,58 @@ def test_no_refused_case_writes_anything(action: str, drivers: tuple, found: hol
         assert not any(m.held_by_kernel for m in found.modules)
     if moving and action == switch.RELEASE:
         assert not found.vfio_holders and not found.unlisted_processes
+
+
+def test_claim_and_release_commands_on_a_fixture_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands write through the one writer into the tree under --root; exit 0 done, 1 refused, 2 usage."""
+    root = nouveau(tmp_path)
+    for address in (GPU, AUDIO):
+        (root / "sys/bus/pci/devices" / address / "driver_override").write_text("(null)\n")
+    for driver in ("nouveau", "snd_hda_intel"):
+        (root / "sys/bus/pci/drivers" / driver / "unbind").write_text("")
+    (root / "sys/bus/pci/drivers_probe").write_text("")
+    model = str(Path(__file__).resolve().parents[1] / "models/aurora-z.toml")
+    process(root, 3300, "firefox-esr", ALICE, {40: "/dev/dri/card1"})
+    assert cli.main(["gpu", "claim", "--model", model, "--root", str(root)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gpupass: claim refused, nothing was written:",
+        f"gpupass: pid 3300 (firefox-esr, user alice) holds /dev/dri/card1 of 0000:01:00.0{KILL} 3300",
+        "gpupass: hint: gpupass gpu holders lists what holds the dGPU",
+    ]
+    assert (root / "sys/bus/pci/devices" / GPU / "driver_override").read_text() == "(null)\n"
+    (root / "proc/3300/fd/40").unlink()
+    assert cli.main(["gpu", "claim", "--model", model, "--root", str(root)]) == 0
+    assert capsys.readouterr().out == "claim: 0000:01:00.0, 0000:01:00.1 handed to vfio-pci\n"
+    assert (root / "sys/bus/pci/devices" / GPU / "driver_override").read_text() == "vfio-pci"
+    assert (root / "sys/bus/pci/drivers/nouveau/unbind").read_text() == GPU
+    assert (root / "sys/bus/pci/drivers_probe").read_text() == AUDIO  # each write opens the file anew
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["gpu", "claim", "--model", model, "--root", str(root), "--bogus"])
+    assert usage.value.code == 2
+
+
+def test_release_command_refuses_while_the_vm_holds_the_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = qemu(on_vfio(tmp_path))
+    (root / "sys/bus/pci/drivers/vfio-pci/unbind").write_text("")
+    (root / "sys/bus/pci/drivers_probe").write_text("")
+    model = str(Path(__file__).resolve().parents[1] / "models/aurora-z.toml")
+    assert cli.main(["gpu", "release", "--model", model, "--root", str(root)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gpupass: release refused, nothing was written:",
+        "gpupass: pid 5120 (qemu-system-x86, user libvirt-qemu) holds /dev/vfio/14 of 0000:01:00.0:"
+        " the VM still has it; shut the VM down first",
+        "gpupass: hint: gpupass gpu holders lists what holds the dGPU",
+    ]
+    assert (root / "sys/bus/pci/drivers/vfio-pci/unbind").read_text() == ""
+    # With the VM gone, the NVIDIA driver is loaded back by modprobe, which a fixture tree refuses.
+    (root / "proc/5120/fd/31").unlink()
+    assert cli.main(["gpu", "release", "--model", model, "--root", str(root)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"gpupass: modprobe -b -a {MODALIAS[GPU]} {MODALIAS[AUDIO]}: not run for a fixture tree (--root {root})"
+    ]
+    assert (root / "sys/bus/pci/drivers/vfio-pci/unbind").read_text() == AUDIO
 
 
 def test_a_failed_write_names_the_step(tmp_path: Path) -> None:
