@@ -34,7 +34,7 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 # One module list, so every VM test shares one downloaded kernel; each guest loads only the
 # modules it names (``debian_kernel(modules=...)``) and their dependencies.
 GUEST_MODULES = ("ac", "battery", "efivarfs", "button", "evdev")
-GPU_GUEST_MODULES = ("vfio_pci", "bochs", "snd_hda_codec_generic", "snd_hda_intel")
+GPU_GUEST_MODULES = ("vfio_pci", "vfio_iommu_type1", "bochs", "snd_hda_codec_generic", "snd_hda_intel")
 ALL_GUEST_MODULES = GUEST_MODULES + GPU_GUEST_MODULES
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 BUSYBOX = Path("/bin/busybox")
@@ -51,6 +51,12 @@ BUSYBOX_INIT = """\
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
+"""
+# Then: load the guest's modules (dependencies first), saying which failed.
+INSMOD = """\
+for module in {modules}; do
+    insmod "/lib/modules/$module.ko" || echo "{mark} insmod $module failed"
+done
 """
 # The guest's /init: load the ACPI AC and battery drivers, print what they found and the
 # DMI strings, power off. Every line the test reads starts with MARK.
@@ -222,16 +228,20 @@ def debian_kernel(cache: Path | None = None, modules: tuple[str, ...] = GUEST_MO
 # --- the initramfs ------------------------------------------------------------------------
 
 
-def cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
-    """A cpio archive in the "newc" format the kernel unpacks: (path, mode, data, rdev) each."""
+def cpio_newc(entries: list[tuple[str, int, bytes, int]], mtimes: dict[str, int] | None = None) -> bytes:
+    """A cpio archive in the "newc" format the kernel unpacks: (path, mode, data, rdev) each.
+
+    ``mtimes``: a path's modification time, where it matters (the kernel keeps it: Python
+    checks a cached .pyc against its source's)."""
     out = bytearray()
+    mtimes = mtimes or {}
 
     def pad() -> None:
         out.extend(b"\0" * (-len(out) % 4))
 
     for ino, (path, mode, data, rdev) in enumerate([*entries, ("TRAILER!!!", 0, b"", 0)], start=1):
         name = path.encode() + b"\0"
-        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(name), 0)
+        fields = (ino, mode, 0, 0, 1, mtimes.get(path, 0), len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(name), 0)
         out.extend(b"070701" + b"".join(b"%08X" % f for f in fields) + name)
         pad()
         out.extend(data)
