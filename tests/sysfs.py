@@ -363,3 +363,38 @@ def build_identity(root: Path, identity: Identity = Identity()) -> Path:
     if battery.exists():
         (battery / "serial_number").write_text(identity.battery_serial + "\n")
     return root
+
+
+# Device nodes and processes (gpupass gpu holders) --------------------------------------------
+# Major numbers from the kernel's Documentation/admin-guide/devices.txt (DRM 226, ALSA 116,
+# frame buffer 29) and NVIDIA's driver README (195); VFIO's are dynamic (any free major).
+
+
+def class_device(root: Path, address: str, entry: str, major: int, minor: int) -> None:
+    """A class device under a PCI function's directory (``drm/card1``, ``sound/card0/controlC0``,
+    ``graphics/fb0``, ``vfio-dev/vfio0``), with the ``dev`` file its device number is read from."""
+    directory = Path(os.path.realpath(root / "sys/bus/pci/devices" / address)) / entry
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dev").write_text(f"{major}:{minor}\n")
+
+
+def char_device(root: Path, name: str, major: int, minor: int) -> Path:
+    """A real character device node at ``root`` + ``name`` (tests run as root): its st_rdev is real."""
+    path = root / name.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(path, 0o600 | 0o020000, os.makedev(major, minor))
+    return path
+
+
+def process(root: Path, pid: int, command: str, uid: int, fds: dict[int, str], argv0: str | None = None) -> None:
+    """/proc/PID as the kernel shows it: comm, cmdline, owned by ``uid``, and fd/N symlinks to
+    ``fds[N]`` under ``root`` (stat() through them reaches the fixture's node, as through /proc
+    it reaches the open file; a `` (deleted)`` target is a node of that name standing in for the
+    unlinked one)."""
+    proc = root / "proc" / str(pid)
+    (proc / "fd").mkdir(parents=True)
+    (proc / "comm").write_text(command[:15] + "\n")
+    (proc / "cmdline").write_text((argv0 or command) + "\0")
+    for fd, target in fds.items():
+        (proc / "fd" / str(fd)).symlink_to(target if target.startswith(("socket:", "pipe:")) else f"{root}{target}")
+    os.chown(proc, uid, uid)

@@ -38,10 +38,8 @@ WAIT = 300  # seconds at most for the guest to answer under TCG on a 2-core mach
 # its input device); one press is four 24-byte struct input_event: key down, sync, key up, sync.
 INIT = (
     vm_smoke.BUSYBOX_INIT
+    + vm_smoke.INSMOD
     + """\
-for module in {modules}; do
-    insmod "/lib/modules/$module.ko" || echo "{mark} insmod $module failed"
-done
 event=
 i=0
 while [ -z "$event" ] && [ $i -lt 100 ]; do

@@ -29,9 +29,13 @@ ET.register_namespace("qemu", QEMU_NS)
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # efivarfs: the firmware's variables (SecureBoot, SetupMode) are read through it. button and
-# evdev: the ACPI power button as an input device (test_power_vm's guest); one module list,
-# so every VM test shares one downloaded kernel.
+# evdev: the ACPI power button as an input device (test_power_vm's guest). vfio-pci, bochs,
+# snd_hda_codec_generic, snd_hda_intel: the display + HDMI-audio pair of test_gpu_vm's guest.
+# One module list, so every VM test shares one downloaded kernel; each guest loads only the
+# modules it names (``debian_kernel(modules=...)``) and their dependencies.
 GUEST_MODULES = ("ac", "battery", "efivarfs", "button", "evdev")
+GPU_GUEST_MODULES = ("vfio_pci", "vfio_iommu_type1", "bochs", "snd_hda_codec_generic", "snd_hda_intel")
+ALL_GUEST_MODULES = GUEST_MODULES + GPU_GUEST_MODULES
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 BUSYBOX = Path("/bin/busybox")
 MARK = "GPUPASS-SMOKE"
@@ -47,6 +51,12 @@ BUSYBOX_INIT = """\
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
+"""
+# Then: load the guest's modules (dependencies first), saying which failed.
+INSMOD = """\
+for module in {modules}; do
+    insmod "/lib/modules/$module.ko" || echo "{mark} insmod $module failed"
+done
 """
 # The guest's /init: load the ACPI AC and battery drivers, print what they found and the
 # DMI strings, power off. Every line the test reads starts with MARK.
@@ -156,7 +166,8 @@ def read_module(path: Path) -> bytes:
 def debian_kernel(cache: Path | None = None, modules: tuple[str, ...] = GUEST_MODULES) -> Kernel:
     """The kernel linux-image-amd64 currently depends on, with ``modules`` and their dependencies.
 
-    Downloaded once per kernel version into the cache; only vmlinuz and the modules are kept.
+    Downloaded once per kernel version into the cache, with every module of ALL_GUEST_MODULES
+    (one download serves every VM test); only vmlinuz and the modules are kept.
     """
     cache = cache or cache_dir()
     meta_depends = apt_field(KERNEL_META_PACKAGE, "Depends")
@@ -168,7 +179,7 @@ def debian_kernel(cache: Path | None = None, modules: tuple[str, ...] = GUEST_MO
     dest = cache / f"{name}_{version}"
     order_file = dest / "modules.order"
     cached = set(order_file.read_text().split()) if order_file.is_file() else set()
-    if not {m.replace("-", "_") for m in modules} <= cached:
+    if not {m.replace("-", "_") for m in (*ALL_GUEST_MODULES, *modules)} <= cached:
         for stale in [*cache.glob("linux-image-*"), *cache.glob("download-*")]:
             shutil.rmtree(stale)
         dest.mkdir(parents=True)
@@ -196,26 +207,41 @@ def debian_kernel(cache: Path | None = None, modules: tuple[str, ...] = GUEST_MO
                 (dest / f"{module}.ko").write_bytes(data)
                 order.append(module)
 
-            for module in modules:
+            for module in (*ALL_GUEST_MODULES, *modules):
                 add(module)
         order_file.write_text("\n".join(order) + "\n")
-    order = order_file.read_text().split()
+    # The cached modules in load order, keeping ``modules`` and what they depend on.
+    wanted: set[str] = set()
+
+    def need(module: str) -> None:
+        if module not in wanted:
+            wanted.add(module)
+            for dependency in module_depends((dest / f"{module}.ko").read_bytes()):
+                need(dependency.replace("-", "_"))
+
+    for module in modules:
+        need(module.replace("-", "_"))
+    order = [m for m in order_file.read_text().split() if m in wanted]
     return Kernel(f"{name} {version}", dest / "vmlinuz", tuple(dest / f"{m}.ko" for m in order))
 
 
 # --- the initramfs ------------------------------------------------------------------------
 
 
-def cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
-    """A cpio archive in the "newc" format the kernel unpacks: (path, mode, data, rdev) each."""
+def cpio_newc(entries: list[tuple[str, int, bytes, int]], mtimes: dict[str, int] | None = None) -> bytes:
+    """A cpio archive in the "newc" format the kernel unpacks: (path, mode, data, rdev) each.
+
+    ``mtimes``: a path's modification time, where it matters (the kernel keeps it: Python
+    checks a cached .pyc against its source's)."""
     out = bytearray()
+    mtimes = mtimes or {}
 
     def pad() -> None:
         out.extend(b"\0" * (-len(out) % 4))
 
     for ino, (path, mode, data, rdev) in enumerate([*entries, ("TRAILER!!!", 0, b"", 0)], start=1):
         name = path.encode() + b"\0"
-        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(name), 0)
+        fields = (ino, mode, 0, 0, 1, mtimes.get(path, 0), len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(name), 0)
         out.extend(b"070701" + b"".join(b"%08X" % f for f in fields) + name)
         pad()
         out.extend(data)

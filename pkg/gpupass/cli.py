@@ -2,7 +2,7 @@
 
 Only assembles what each area registers. Laptop steps, run from the installed package: check,
 probe and report (laptop/onboarding), doctor (laptop/doctor), vbios (laptop/rom), vm (laptop/vm),
-power (laptop/power). Maintainer steps, run from the source tree (maintainer.py): models,
+power (laptop/power), gpu (laptop/gpu). Maintainer steps, run from the source tree (maintainer.py): models,
 validate, preview, render, build-deb, build-source, build-all, publish, ppa (left out of
 --help where the source tree or the build side's jinja2 is absent).
 """
@@ -16,13 +16,22 @@ import sys
 from . import __version__, maintainer
 from .errors import GpupassError
 from .laptop.doctor import commands as doctor_commands
+from .laptop.gpu import commands as gpu_commands
 from .laptop.onboarding import commands as onboarding_commands
 from .laptop.power import commands as power_commands
 from .laptop.rom import commands as rom_commands
 from .laptop.vm import commands as vm_commands
 
 # In the order --help lists them: the laptop's, then the maintainer's.
-AREAS = (onboarding_commands, doctor_commands, rom_commands, vm_commands, power_commands, maintainer)
+AREAS = (
+    onboarding_commands,
+    doctor_commands,
+    rom_commands,
+    vm_commands,
+    power_commands,
+    gpu_commands,
+    maintainer,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -83,6 +83,7 @@ class PciDevice:
     # The module of the bound driver (driver/module): what a softdep names (driver xhci_hcd is module xhci_pci).
     driver_module: str | None = None
     vfio_device: str | None = None  # vfio-dev/vfioN while bound to vfio-pci: /dev/vfio/devices/vfioN
+    modalias: str | None = None  # what modprobe loads the device's driver by: pci:v000010DEd000025A2...
 
     @property
     def id(self) -> str | None:
@@ -331,6 +332,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
                 power_state=power[address][2],
                 driver_module=_link_name(d / "driver/module"),
                 vfio_device=next(iter(_names(d / "vfio-dev")), None),
+                modalias=_read(d / "modalias"),
             )
         )
     return tuple(devices)
