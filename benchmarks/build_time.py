@@ -105,11 +105,15 @@ def nox_build(model_id: str) -> tuple[float, float]:
     return measured(lambda: subprocess.run(argv, cwd=ROOT, env=outside_venv(), check=True, capture_output=True))
 
 
-def python_build(model_id: str) -> tuple[float, float]:
-    """`python -m gpupass build-deb <id>` from the source tree."""
+def python_build(model_id: str, *, fresh_cache: bool = False) -> tuple[float, float]:
+    """`python -m gpupass build-deb <id>` from the source tree; ``fresh_cache``: with stdeb's
+    cache empty, as the first build after any change to the package's inputs has it."""
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-m", "gpupass", "build-deb", model_id, "--out", out]
-        return measured(lambda: run(*argv, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "pkg")}))
+        env = {"PYTHONPATH": str(ROOT / "pkg")}
+        if fresh_cache:
+            env["XDG_CACHE_HOME"] = str(Path(out) / "cache")
+        return measured(lambda: run(*argv, cwd=ROOT, env=env))
 
 
 def figure(name: str, runs: list[tuple[float, float]], floors: list[tuple[float, float]]) -> str:
@@ -168,13 +172,15 @@ def main() -> None:
 
     # The first round may install nox's venv and run stdeb: a repeated build does neither.
     (cold_nox, _), (cold_python, _) = nox_build(args.model), python_build(args.model)
-    floor_nox, floor_python, nox, python = [], [], [], []
+    floor_nox, floor_python, floor_changed, nox, python, changed = [], [], [], [], [], []
     for _ in range(args.runs):
         floor_nox.append(minimal_build())
         nox.append(nox_build(args.model))
         floor_python.append(minimal_build())
         python.append(python_build(args.model))
-    floors = floor_nox + floor_python
+        floor_changed.append(minimal_build())
+        changed.append(python_build(args.model, fresh_cache=True))
+    floors = floor_nox + floor_python + floor_changed
     floor = statistics.median(f[0] for f in floors)
     o, c = statistics.median(p[0] for p in python), statistics.median(p[1] for p in python)
     cores = os.cpu_count() or 1
@@ -182,6 +188,7 @@ def main() -> None:
     print(f"minimal debhelper dpkg-buildpackage {floor:10.2f} s   (runs: {', '.join(f'{f[0]:.2f}' for f in floors)})")
     print(figure(f"nox -s build-deb MODEL={args.model}", nox, floor_nox))
     print(figure(f"python -m gpupass build-deb {args.model}", python, floor_python))
+    print(figure("  the same, stdeb's cache empty", changed, floor_changed))
     print(f"  first round (not counted)              nox {cold_nox:.2f} s, python -m {cold_python:.2f} s")
     print(f"  CPU time of python -m (user + sys) {c:11.2f} s   (one core busy for {c / o:.0%} of it)")
     for count in (int(c) for c in args.counts.split(",") if c):

@@ -52,10 +52,12 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == [
         "check",
         "probe",
+        "report",
         "doctor",
         "vbios",
         "vm",
         "power",
+        "gpu",
     ]
     doctor = plain_chroot.run("gpupass", "doctor", check=False)
     assert (doctor.returncode, doctor.stderr) == (1, "")
