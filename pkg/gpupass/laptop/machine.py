@@ -233,48 +233,48 @@ def read(root: Path = Path("/"), *, rebar: bool = True, processes: bool = True) 
         cpu_model=cpuinfo.get("model name"),
         cpu_flags=tuple(cpuinfo.get("flags", "").split()),
         cpus=_cpus(root, cpuinfo.get("processors", "")),
-        performance_cores=cpu_list(_read(root / HYBRID_P_CORES)),
+        performance_cores=cpu_list(read_text(root / HYBRID_P_CORES)),
         dmi=_dmi(root),
         batteries=supplies.batteries,
         mains=supplies.mains,
-        acpi_tables=_names(root / ACPI_TABLES),
-        iommu_units=_names(root / CLASS_IOMMU),
-        cmdline=_read(root / CMDLINE),
-        kernel_release=_read(root / KERNEL_RELEASE) or None,
+        acpi_tables=entry_names(root / ACPI_TABLES),
+        iommu_units=entry_names(root / CLASS_IOMMU),
+        cmdline=read_text(root / CMDLINE),
+        kernel_release=read_text(root / KERNEL_RELEASE) or None,
         kvm_device=os.path.lexists(root / KVM_DEVICE),
-        vfio_pci_disable_idle_d3=_read(root / VFIO_PCI_DISABLE_IDLE_D3),
+        vfio_pci_disable_idle_d3=read_text(root / VFIO_PCI_DISABLE_IDLE_D3),
         vfio_users=users,
         unlisted_processes=unlisted,
         panels=panels(root),
-        kvmfr_devices=_names(root / CLASS_KVMFR),
+        kvmfr_devices=entry_names(root / CLASS_KVMFR),
     )
 
 
 def panels(root: Path = Path("/")) -> tuple[Panel, ...]:
     """The internal panels' connectors (``*-eDP-*``) and their preferred modes."""
     found = []
-    for name in _names(root / CLASS_DRM):
+    for name in entry_names(root / CLASS_DRM):
         if "-eDP-" in name:
-            modes = (_read(root / CLASS_DRM / name / "modes") or "").splitlines()
+            modes = (read_text(root / CLASS_DRM / name / "modes") or "").splitlines()
             found.append(Panel(name, modes[0].strip() if modes else None))
     return tuple(found)
 
 
 def kvmfr_devices(root: Path = Path("/")) -> tuple[str, ...]:
     """Looking Glass's kvmfr devices (kvmfr0, ...): empty when the module is not loaded."""
-    return _names(root / CLASS_KVMFR)
+    return entry_names(root / CLASS_KVMFR)
 
 
-def _read(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None
 
 
-def _names(directory: Path) -> tuple[str, ...]:
+def entry_names(directory: Path, prefix: str = "") -> tuple[str, ...]:
     try:
-        return tuple(sorted(p.name for p in directory.iterdir()))
+        return tuple(sorted(n for n in os.listdir(directory) if n.startswith(prefix)))
     except OSError:
         return ()
 
@@ -289,7 +289,7 @@ def _link_name(path: Path) -> str | None:
 
 def _hex_id(path: Path) -> str | None:
     try:
-        return f"{int(_read(path) or '', 16):04x}"
+        return f"{int(read_text(path) or '', 16):04x}"
     except ValueError:
         return None
 
@@ -302,10 +302,10 @@ def _int(text: str | None) -> int | None:
 
 
 def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
-    addresses = _names(root / PCI_DEVICES)
+    addresses = entry_names(root / PCI_DEVICES)
     # Before anything that could wake a device: what runtime power management left it in.
     power_files = ("power/runtime_status", "power/control", "power_state")
-    power = {a: tuple(_read(root / PCI_DEVICES / a / name) for name in power_files) for a in addresses}
+    power = {a: tuple(read_text(root / PCI_DEVICES / a / name) for name in power_files) for a in addresses}
     devices = []
     for address in addresses:
         link = root / PCI_DEVICES / address
@@ -313,7 +313,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
         real = Path(os.path.realpath(link))
         chain = [part for part in real.parts if PCI_ADDRESS.fullmatch(part)]
         upstream = tuple(reversed(chain[:-1])) if chain and chain[-1] == address else ()
-        boot_vga = _read(d / "boot_vga")
+        boot_vga = read_text(d / "boot_vga")
         devices.append(
             PciDevice(
                 address=address,
@@ -321,7 +321,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
                 device=_hex_id(d / "device"),
                 subsystem_vendor=_hex_id(d / "subsystem_vendor"),
                 subsystem_device=_hex_id(d / "subsystem_device"),
-                class_code=_read(d / "class") or "unknown",
+                class_code=read_text(d / "class") or "unknown",
                 driver=_link_name(d / "driver"),
                 boot_vga=None if boot_vga is None else boot_vga == "1",
                 upstream=upstream,
@@ -331,8 +331,8 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
                 power_control=power[address][1],
                 power_state=power[address][2],
                 driver_module=_link_name(d / "driver/module"),
-                vfio_device=next(iter(_names(d / "vfio-dev")), None),
-                modalias=_read(d / "modalias"),
+                vfio_device=next(iter(entry_names(d / "vfio-dev")), None),
+                modalias=read_text(d / "modalias"),
             )
         )
     return tuple(devices)
@@ -340,7 +340,7 @@ def _pci_devices(root: Path, rebar: bool) -> tuple[PciDevice, ...]:
 
 def _bars(device: Path, rebar: bool) -> tuple[Bar, ...]:
     bars = []
-    for index, line in enumerate((_read(device / "resource") or "").splitlines()[:BAR_COUNT]):
+    for index, line in enumerate((read_text(device / "resource") or "").splitlines()[:BAR_COUNT]):
         try:
             start, end, flags = (int(word, 16) for word in line.split())
         except ValueError:
@@ -349,7 +349,7 @@ def _bars(device: Path, rebar: bool) -> tuple[Bar, ...]:
             continue
         # resourceN_resize: bit n set = the BAR can be 2^n MiB (pci_rebar_get_possible_sizes).
         try:
-            mask = int(_read(device / f"resource{index}_resize") or "0", 16) if rebar else 0
+            mask = int(read_text(device / f"resource{index}_resize") or "0", 16) if rebar else 0
         except ValueError:
             mask = 0
         sizes = tuple(MIB << n for n in range(mask.bit_length()) if mask >> n & 1)
@@ -362,7 +362,7 @@ def _bars(device: Path, rebar: bool) -> tuple[Bar, ...]:
 def _iommu_groups(root: Path) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
     groups: dict[str, tuple[str, ...]] = {}
     unlistable = []
-    for group in sorted(_names(root / IOMMU_GROUPS), key=lambda g: (len(g), g)):
+    for group in sorted(entry_names(root / IOMMU_GROUPS), key=lambda g: (len(g), g)):
         try:
             groups[group] = tuple(sorted(p.name for p in (root / IOMMU_GROUPS / group / "devices").iterdir()))
         except OSError:
@@ -374,7 +374,7 @@ def _vfio_users(root: Path) -> tuple[tuple[VfioUser, ...], int]:
     """Every process with a VFIO group or device file open, and how many processes' open files
     could not be listed (another user's, unless root). Processes that end meanwhile are skipped."""
     users, unlisted = [], 0
-    for pid in sorted(int(n) for n in _names(root / PROCESSES) if n.isdigit()):
+    for pid in sorted(int(n) for n in entry_names(root / PROCESSES) if n.isdigit()):
         fds = root / PROCESSES / str(pid) / "fd"
         try:
             names = os.listdir(fds)
@@ -391,7 +391,7 @@ def _vfio_users(root: Path) -> tuple[tuple[VfioUser, ...], int]:
                 continue
             if VFIO_FILE.fullmatch(target):
                 held.add(target)
-        command = _read(root / PROCESSES / str(pid) / "comm") if held else None
+        command = read_text(root / PROCESSES / str(pid) / "comm") if held else None
         users += [VfioUser(pid, command, path) for path in sorted(held)]
     return tuple(users), unlisted
 
@@ -400,7 +400,7 @@ def _cpuinfo(root: Path) -> dict[str, str]:
     """The first processor's vendor_id, model name and flags, and every processor number."""
     info: dict[str, str] = {}
     processors = []
-    for line in (_read(root / CPUINFO) or "").splitlines():
+    for line in (read_text(root / CPUINFO) or "").splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()
         if key == "processor":
@@ -429,14 +429,14 @@ def _cpus(root: Path, processors: str) -> tuple[Cpu, ...]:
     numbers = sorted({int(n) for n in processors.split() if n.isdigit()})
     cpus = []
     for n in numbers:
-        siblings = cpu_list(_read(root / CPU_TOPOLOGY / f"cpu{n}/topology/thread_siblings_list"))
+        siblings = cpu_list(read_text(root / CPU_TOPOLOGY / f"cpu{n}/topology/thread_siblings_list"))
         cpus.append(Cpu(n, tuple(sorted(siblings)) if siblings and n in siblings else (n,)))
     return tuple(cpus)
 
 
 def _dmi(root: Path) -> Dmi:
     def text(name: str) -> str | None:
-        value = _read(root / DMI / name)
+        value = read_text(root / DMI / name)
         return value or None
 
     return Dmi(
@@ -451,11 +451,11 @@ def _dmi(root: Path) -> Dmi:
 def power_supplies(root: Path = Path("/")) -> PowerSupplies:
     """The batteries and AC adapters under ``root``: files the kernel serves from memory, readable by anyone."""
     batteries, mains = [], []
-    for name in _names(root / POWER_SUPPLY):
+    for name in entry_names(root / POWER_SUPPLY):
         supply = root / POWER_SUPPLY / name
-        kind = _read(supply / "type")
+        kind = read_text(supply / "type")
         if kind == "Mains":
-            online = _read(supply / "online")
+            online = read_text(supply / "online")
             mains.append(Mains(name, None if online not in ("0", "1") else online == "1"))
         elif name.startswith("BAT") or kind == "Battery":
             batteries.append(_battery(name, supply))
@@ -464,7 +464,7 @@ def power_supplies(root: Path = Path("/")) -> PowerSupplies:
 
 def _battery(name: str, supply: Path) -> Battery:
     def number(attribute: str, supply: Path = supply) -> int | None:
-        return _int(_read(supply / attribute))
+        return _int(read_text(supply / attribute))
 
     voltage_uv = number("voltage_min_design")
     if number("energy_full_design") is not None:  # µWh
@@ -481,10 +481,10 @@ def _battery(name: str, supply: Path) -> Battery:
         design_mwh=design,
         full_mwh=full,
         design_voltage_mv=_scale(voltage_uv, 1000),
-        model=_read(supply / "model_name") or None,
-        manufacturer=_read(supply / "manufacturer") or None,
-        technology=_read(supply / "technology") or None,
-        status=_read(supply / "status") or None,
+        model=read_text(supply / "model_name") or None,
+        manufacturer=read_text(supply / "manufacturer") or None,
+        technology=read_text(supply / "technology") or None,
+        status=read_text(supply / "status") or None,
         capacity_percent=number("capacity"),
         power_uw=None if power is None else abs(power),
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...model import Model
-from ..machine import PCI_DEVICES, PROCESSES, Machine
+from ..machine import PCI_DEVICES, PROCESSES, Machine, entry_names, read_text
 
 NVIDIA_VENDOR = "10de"
 # Unloaded in this order by ``modprobe -r`` (users before what they use).
@@ -97,23 +97,9 @@ class Holders:
         return tuple(h for h in self.processes if h.vfio)
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-
-
-def _names(directory: Path, prefix: str = "") -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(directory) if n.startswith(prefix))
-    except OSError:
-        return []
-
-
 def _dev_number(path: Path) -> int | None:
     """A sysfs ``dev`` file, MAJOR:MINOR, as a device number."""
-    major, _, minor = (_read(path) or "").partition(":")
+    major, _, minor = (read_text(path) or "").partition(":")
     try:
         return os.makedev(int(major), int(minor))
     except ValueError:
@@ -131,19 +117,19 @@ def _char_rdev(path: Path) -> int | None:
 def function_nodes(root: Path, address: str, group: str | None, nvidia: bool) -> list[Node]:
     directory = root / PCI_DEVICES / address
     found: list[tuple[str, Path]] = []
-    for card in _names(directory / "drm"):
+    for card in entry_names(directory / "drm"):
         found.append((f"/dev/dri/{card}", directory / "drm" / card / "dev"))
-    for card in _names(directory / "sound", "card"):
-        for entry in _names(directory / "sound" / card):
+    for card in entry_names(directory / "sound", "card"):
+        for entry in entry_names(directory / "sound" / card):
             found.append((f"/dev/snd/{entry}", directory / "sound" / card / entry / "dev"))
-    for fb in _names(directory / "graphics", "fb"):
+    for fb in entry_names(directory / "graphics", "fb"):
         found.append((f"/dev/{fb}", directory / "graphics" / fb / "dev"))
-    for vfio in _names(directory / "vfio-dev", "vfio"):
+    for vfio in entry_names(directory / "vfio-dev", "vfio"):
         found.append((f"/dev/vfio/devices/{vfio}", directory / "vfio-dev" / vfio / "dev"))
     nodes = [Node(address, name, rdev) for name, dev in found if (rdev := _dev_number(dev)) is not None]
     devices = [f"vfio/{group}"] if group else []
     if nvidia:
-        devices += [name for name in _names(root / "dev", "nvidia")]
+        devices += [name for name in entry_names(root / "dev", "nvidia")]
     for name in devices:
         if (rdev := _char_rdev(root / "dev" / name)) is not None:
             nodes.append(Node(address, f"/dev/{name}", rdev))
@@ -153,7 +139,7 @@ def function_nodes(root: Path, address: str, group: str | None, nvidia: bool) ->
 def _users(root: Path) -> dict[int, str]:
     """uid -> name: from ``root``'s /etc/passwd in a fixture tree, from the system's databases on /."""
     names: dict[int, str] = {}
-    for line in (_read(root / "etc/passwd") or "").splitlines():
+    for line in (read_text(root / "etc/passwd") or "").splitlines():
         fields = line.split(":")
         if len(fields) > 2 and fields[2].isdigit():
             names.setdefault(int(fields[2]), fields[0])
@@ -192,13 +178,13 @@ def read(model: Model, machine: Machine, root: Path = Path("/")) -> Holders:
     processes: list[Holder] = []
     daemons: list[Daemon] = []
     unlisted = 0
-    for pid in sorted(int(n) for n in _names(root / PROCESSES) if n.isdigit()):
+    for pid in sorted(int(n) for n in entry_names(root / PROCESSES) if n.isdigit()):
         proc = root / PROCESSES / str(pid)
         try:
             uid = os.stat(proc).st_uid
         except OSError:
             continue
-        argv0 = (_read(proc / "cmdline") or "").split("\0")[0]
+        argv0 = (read_text(proc / "cmdline") or "").split("\0")[0]
         if (program := os.path.basename(argv0)) in NVIDIA_DAEMONS:
             daemons.append(Daemon(pid, program, _user(uid, names, root)))
         try:
@@ -220,15 +206,15 @@ def read(model: Model, machine: Machine, root: Path = Path("/")) -> Holders:
             if rdev is not None and rdev in by_rdev:
                 held[_shown(target, root)] = by_rdev[rdev]
         if held:
-            command = _read(proc / "comm")
+            command = read_text(proc / "comm")
             user = _user(uid, names, root)
             processes += [Holder(pid, command, user, target, held[target].function) for target in sorted(held)]
     modules = []
     if nvidia:
         for name in NVIDIA_MODULES:
-            refcnt = _read(root / MODULES / name / "refcnt")
+            refcnt = read_text(root / MODULES / name / "refcnt")
             if refcnt is not None and refcnt.isdigit():
-                modules.append(ModuleUse(name, int(refcnt), tuple(_names(root / MODULES / name / "holders"))))
+                modules.append(ModuleUse(name, int(refcnt), tuple(entry_names(root / MODULES / name / "holders"))))
     return Holders(
         nodes=tuple(nodes),
         processes=tuple(processes),

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..machine import read_text
+
 # Each kind the report never contains, in the order the "left out" line names them: how that
 # line names it, and the placeholder that stands where one was found.
 KINDS = {
@@ -88,13 +90,6 @@ class Identifiers:
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-
-
 def _kept(values: list[str | None]) -> tuple[str, ...]:
     found = {v for v in values if v and len(v) >= SHORTEST and v.lower() not in PLACEHOLDERS}
     return tuple(sorted(found, key=lambda v: (-len(v), v)))  # longest first: a value inside another
@@ -103,7 +98,7 @@ def _kept(values: list[str | None]) -> tuple[str, ...]:
 def _users(root: Path) -> tuple[list[str], list[str]]:
     """(names, home directories) of /etc/passwd's people (uid 1000-59999)."""
     names, homes = [], []
-    for line in (_read(root / "etc/passwd") or "").splitlines():
+    for line in (read_text(root / "etc/passwd") or "").splitlines():
         fields = line.split(":")
         if len(fields) < 7 or not fields[2].isdigit():
             continue
@@ -120,11 +115,11 @@ def read(root: Path = Path("/")) -> Identifiers:
     nets = sorted((root / "sys/class/net").glob("*/address"))
     batteries = sorted((root / "sys/class/power_supply").glob("*/serial_number"))
     values = {
-        "serial number": _kept([_read(dmi / name) for name in DMI_SERIALS] + [_read(p) for p in batteries]),
-        "UUID": _kept([_read(dmi / "product_uuid")]),
-        "MAC address": _kept([v for p in nets if (v := _read(p)) != "00:00:00:00:00:00"]),
-        "host name": _kept([_read(root / "etc/hostname"), _read(root / "proc/sys/kernel/hostname")]),
-        "machine id": _kept([_read(root / "etc/machine-id"), _read(root / "var/lib/dbus/machine-id")]),
+        "serial number": _kept([read_text(dmi / name) for name in DMI_SERIALS] + [read_text(p) for p in batteries]),
+        "UUID": _kept([read_text(dmi / "product_uuid")]),
+        "MAC address": _kept([v for p in nets if (v := read_text(p)) != "00:00:00:00:00:00"]),
+        "host name": _kept([read_text(root / "etc/hostname"), read_text(root / "proc/sys/kernel/hostname")]),
+        "machine id": _kept([read_text(root / "etc/machine-id"), read_text(root / "var/lib/dbus/machine-id")]),
         "home path": _kept(homes),
         "user name": _kept(names),
     }
