@@ -65,9 +65,9 @@ def nodes(address: str) -> list[str]:
     return found
 
 
-def stuck() -> list[str]:
-    """Every process in state D (uninterruptible sleep), as /proc/PID/stat shows it."""
-    found = []
+def in_state_d() -> set[str]:
+    """Every process in state D (uninterruptible sleep) now, as /proc/PID/stat shows it."""
+    found = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
@@ -76,8 +76,17 @@ def stuck() -> list[str]:
             except OSError:
                 continue
             if stat.rsplit(")", 1)[1].split()[0] == "D":
-                found.append(f"{pid}{stat[stat.index(' ') : stat.rindex(')') + 1]}")
+                found.add(f"{pid}{stat[stat.index(' ') : stat.rindex(')') + 1]}")
     return found
+
+
+def stuck() -> list[str]:
+    """The processes in state D both now and a second later. A blocked write never leaves D; a
+    kernel worker passes through it for a moment (runtime PM resuming the audio function was
+    seen so, 'kworker/0:2+pm'), which is no block."""
+    first = in_state_d()
+    time.sleep(1)
+    return sorted(first & in_state_d())
 
 
 def gpupass(action: str) -> int:
