@@ -7,16 +7,24 @@ test, so tests cannot see each other's leftovers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 SUITE = os.environ.get("GPUPASS_TEST_SUITE", "bookworm")
+# The archives mmdebstrap takes a Debian suite from when given no mirror.
+MIRROR = "http://deb.debian.org/debian"
+SECURITY = "http://deb.debian.org/debian-security"
 
 
 @dataclass(frozen=True)
@@ -73,12 +81,60 @@ def require_root_tools() -> None:
 
 
 def make_tarball(dest: Path, include: tuple[str, ...], suite: str = SUITE) -> Path:
-    tarball = dest / f"{suite}.tar"
-    subprocess.run(
-        ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(include)}", suite, str(tarball)],
-        check=True,
-    )
+    """A system of ``suite`` with ``include``, as mmdebstrap makes it from deb.debian.org (with
+    the suite's updates and security archives where it has them).
+
+    Kept between runs in the cache, keyed by what decides its contents: the archives' InRelease
+    files (a new one on every archive update), the package list and mmdebstrap's version. Like
+    the guest kernel (vm_smoke.debian_kernel) it is made again only when one of them changed,
+    and the older tarball of the same package list is deleted then. Where an archive cannot be
+    asked, the tarball is made in ``dest`` and not kept."""
+    argv = ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(include)}", suite]
+    key = _tarball_key(argv)
+    if key is None:
+        tarball = dest / f"{suite}.tar"
+        subprocess.run([*argv, str(tarball)], check=True)
+        return tarball
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    label = f"{suite}-{hashlib.sha256(' '.join(argv).encode()).hexdigest()[:12]}"
+    tarball = cache / f"{label}-{key}.tar"
+    if tarball.is_file():
+        return tarball
+    partial = tarball.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        subprocess.run([*argv[:-1], "--format=tar", suite, str(partial)], check=True)
+        os.replace(partial, tarball)
+    finally:
+        partial.unlink(missing_ok=True)
+    for stale in cache.glob(f"{label}-*.tar"):
+        if stale != tarball:
+            stale.unlink(missing_ok=True)
     return tarball
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpupass" / "chroots"
+
+
+def _tarball_key(argv: list[str]) -> str | None:
+    """What decides a tarball's contents besides ``argv``: each archive's InRelease and
+    mmdebstrap's version. None when an archive does not answer (no network: nothing to key on)."""
+    suite = argv[-1]
+    version = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout
+    digest = hashlib.sha256(version.encode())
+    for archive, dist in ((MIRROR, suite), (MIRROR, f"{suite}-updates"), (SECURITY, f"{suite}-security")):
+        url = f"{archive}/dists/{dist}/InRelease"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                digest.update(url.encode() + b"\0" + answer.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # an archive the suite does not have (testing's security) is no key
+                return None
+        except OSError:
+            return None
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -140,3 +196,45 @@ def unpack(tarball: Path, dest: Path) -> Chroot:
     dest.mkdir()
     subprocess.run(["tar", "-C", str(dest), "-xf", str(tarball)], check=True)
     return Chroot(dest)
+
+
+def system(release: Release, tarball: Path, dest: Path) -> Chroot:
+    """``release``'s system unpacked in ``dest``, with what its packages' own postinsts do on a
+    real machine (grub-pc's /etc/default/grub; Ubuntu 26.04's host-only dracut)."""
+    root = unpack(tarball, dest)
+    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
+    if release.initramfs == "dracut":
+        # Ubuntu 26.04's dracut builds hostonly images: only what this machine needs, and
+        # what the configuration forces.
+        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
+    return root
+
+
+class Rows:
+    """The rows of a release-matrix test, run at once: ``body(release, root)`` for each release,
+    in threads, each in its own system; the row's test waits for its own and raises what it
+    raised (an assertion, a skip). A row spends most of its time in dpkg, the initramfs tool and
+    apt waiting on the disk and the mirror, so three rows take about the time of one and a half.
+
+    Only the rows the session selected run (``-k``, GPUPASS_RELEASES). The body must keep to its
+    own system: nothing process-wide (no chdir, no environment, no monkeypatch)."""
+
+    def __init__(self, session: pytest.Session, test: str, tarballs: dict[str, Path], scratch: Path, body) -> None:
+        wanted = {
+            item.callspec.params["release"].name
+            for item in session.items
+            if getattr(item, "originalname", None) == test and hasattr(item, "callspec")
+        }
+        chosen = [r for r in releases() if r.name in wanted]
+        self._pool = ThreadPoolExecutor(max_workers=max(len(chosen), 1), thread_name_prefix=test)
+
+        def row(release: Release):
+            return body(release, system(release, tarballs[release.name], scratch / release.name))
+
+        self._rows = {r.name: self._pool.submit(row, r) for r in chosen}
+
+    def result(self, release: Release) -> None:
+        self._rows[release.name].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -220,14 +220,20 @@ def release_tarball(request: pytest.FixtureRequest, release_tarballs: dict[str, 
 @pytest.fixture
 def system(release_tarball, tmp_path: Path):
     release, tarball = release_tarball
-    root = chroot.unpack(tarball, tmp_path / "root")
-    # What grub-pc's postinst does on a real system.
-    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")
-    if release.initramfs == "dracut":
-        # Ubuntu 26.04's dracut builds hostonly images: only what this machine needs, and
-        # what the configuration forces.
-        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
-    return release, root
+    return release, chroot.system(release, tarball, tmp_path / "root")
+
+
+def rows_at_once(request: pytest.FixtureRequest, test: str, tarballs: dict[str, Path], body) -> Iterator[chroot.Rows]:
+    """For a module fixture: ``test``'s rows (parametrized by ``release``) started at once (chroot.Rows)."""
+    rows = chroot.Rows(request.session, test, tarballs, request.getfixturevalue("tmp_path_factory").mktemp(test), body)
+    try:
+        yield rows
+    finally:
+        rows.close()
+
+
+# A parameter for a test whose rows run at once (rows_at_once): the release itself.
+EACH_RELEASE = pytest.mark.parametrize("release", chroot.releases(), ids=lambda r: r.name)
 
 
 # One libvirtd for the whole session, shared by the libvirt and vm-smoke tests.

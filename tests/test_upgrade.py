@@ -23,7 +23,7 @@ from gpupass.laptop.vm import xmledit
 from gpupass.packaging import debsrc, repo
 
 from . import chroot, sysfs
-from .conftest import ROOT, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import EACH_RELEASE, ROOT, git, gpupass, new_signing_key, rows_at_once, scratch_clone, stop_gpg_agent
 from .test_releases import APPARMOR_FIX, GRUB_ARGS, GRUB_SETTINGS, MODPROBE, NATIVE_DOMAIN, Image, apt, newest_kernel
 from .test_vbios import NVIDIA, RTX_3050_LAPTOP, rom_image
 
@@ -135,15 +135,35 @@ def attached_domain(aurora: model.Model) -> str:
     return xmledit.to_text(root)
 
 
-def test_upgrade_refused_upgrade_and_model_switch(
-    system, versions: Versions, other_model: Path, aurora: model.Model
-) -> None:
+@pytest.fixture(scope="module")
+def upgrade_rows(
+    request: pytest.FixtureRequest,
+    release_tarballs: dict[str, Path],
+    versions: Versions,
+    other_model: Path,
+    aurora: model.Model,
+):
+    yield from rows_at_once(
+        request,
+        "test_upgrade_refused_upgrade_and_model_switch",
+        release_tarballs,
+        lambda release, root: upgrade_refused_upgrade_and_model_switch(release, root, versions, other_model, aurora),
+    )
+
+
+@EACH_RELEASE
+def test_upgrade_refused_upgrade_and_model_switch(release: chroot.Release, upgrade_rows: chroot.Rows) -> None:
     """N installed and set up; N+1 refused on a laptop the model is not for (N stays, whole);
     then upgraded: one initramfs rebuild, the new GRUB line, the admin's conffile kept; then
     another model's package installed over it. (One system for the three: each step starts
     from the state the one before leaves, as on a laptop, and the release's set-up and first
-    initramfs rebuild are paid once.)"""
-    release, root = system
+    initramfs rebuild are paid once. The three releases' rows at once.)"""
+    upgrade_rows.result(release)
+
+
+def upgrade_refused_upgrade_and_model_switch(
+    release: chroot.Release, root: chroot.Chroot, versions: Versions, other_model: Path, aurora: model.Model
+) -> None:
     serve(root, versions.repo_old)
     installed = apt(root, "install", "-y", "--no-install-recommends", PACKAGE)
     assert initramfs_rebuilds(installed, release.initramfs) == 1, installed
