@@ -67,6 +67,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item.nodeid in wanted]
 
 
+class FreshMachineLast:
+    """The fresh machine's test only waits for its commands, which start when collection ends:
+    run last, the wait overlaps the whole session instead of its first minute. (After every
+    other reordering: pytest groups items by their session-scoped parameters.)"""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from .test_fresh_machine import TEST_NAME
+
+        items.sort(key=lambda item: item.name == TEST_NAME)  # stable: the rest keep their order
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FreshMachineLast(), "gpupass-fresh-machine-last")
+
+
 # The fresh machine's set-up commands run beside the rest of the session (tests/test_fresh_machine.py).
 def pytest_collection_finish(session: pytest.Session) -> None:
     from .test_fresh_machine import start_if_selected
