@@ -96,10 +96,11 @@ def stdeb_cfg(model: Model) -> str:
             f"Maintainer: {maintainer()}",
             "Section: admin",
             f"Build-Depends: {', '.join(BUILD_DEPENDS)}",
-            # One laptop, one model: model packages exclude each other.
-            "Provides3: gpupass-model",
-            "Conflicts3: gpupass-model",
-            "Replaces3: gpupass-model",
+            # One laptop, one model: model packages exclude each other. Each carries the
+            # command the tool package gpupass ships (same files), and replaces it.
+            "Provides3: gpupass-model, gpupass",
+            "Conflicts3: gpupass-model, gpupass",
+            "Replaces3: gpupass-model, gpupass",
             "Suite3: unstable",
             "X-Python3-Version: >= 3.11",
             "",

@@ -87,7 +87,13 @@ def history_epoch(root: Path) -> int:
 def of_model(model_file: Path, root: Path = paths.SOURCE_ROOT) -> Version:
     """The version of the package built from ``model_file`` in the checkout at ``root``."""
     specs = inputs(model_file, root)
-    outside = len(specs) == len(SHARED_INPUTS)
+    return of_inputs(specs, root, outside=len(specs) == len(SHARED_INPUTS))
+
+
+def of_inputs(specs: list[str] | tuple[str, ...], root: Path = paths.SOURCE_ROOT, outside: bool = False) -> Version:
+    """The version of a package built from the git pathspecs ``specs`` (``outside``: from a
+    file git does not know, hence dirty)."""
+    specs = list(specs)
     changes = int(git(root, "rev-list", "--count", "--full-history", "HEAD", "--", *specs).strip())
     last = git(root, "log", "-1", "--full-history", "--format=%ct%n%h%n%s", "HEAD", "--", *specs).splitlines()
     status = git(root, "status", "--porcelain", "--untracked-files=all", "--", *specs)
