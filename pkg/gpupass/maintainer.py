@@ -63,12 +63,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """build-deb and build-source: the same steps up to the debsrc builder they name."""
-    from .packaging import debsrc, render
+    from .packaging import debsrc, render, version
 
     m, path = load_model(args.model)
     render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
-    builder = {"build-deb": debsrc.build_deb, "build-source": debsrc.build_source}[args.command]
-    print(builder(m, path, Path(args.out)))
+    if args.command == "build-deb":
+        # --local N: gpupass setup's build on the laptop, versioned without git.
+        local = None if args.local is None else version.local(args.local)
+        print(debsrc.build_deb(m, path, Path(args.out), local))
+    else:
+        print(debsrc.build_source(m, path, Path(args.out)))
     return 0
 
 
@@ -179,6 +183,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp = add_maintainer(name, cmd_build, what)
         sp.add_argument("model", help="model id or path to a .toml")
         sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+        if name == "build-deb":
+            sp.add_argument(
+                "--local", type=int, metavar="N", help="version <upstream>+localN-1, not git's (gpupass setup's build)"
+            )
     sp = add_maintainer("build-tool", cmd_build_tool, "build the gpupass tool package (gpupass_<version>_all.deb)")
     sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
     sp = add_maintainer("build-all", cmd_build_all, "build every model's .deb in parallel, skipping unchanged models")

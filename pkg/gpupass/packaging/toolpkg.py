@@ -8,7 +8,7 @@ it is built from is::
     gpupass-<upstream>/
       debian/   tool/debian/ + changelog, copyright
       source/   what a model package is built from (debsrc.STAGED_FILES, STAGED_DIRS, the
-                models' debian/), installed as /usr/share/gpupass/source
+                models' debian/) and the published models, installed as /usr/share/gpupass/source
 
 Its Depends are what building a model's package calls there: python3 with jinja2 (render),
 acpica-tools (iasl), stdeb and setuptools (debianize), dpkg-dev and debhelper with dh-python
@@ -51,7 +51,7 @@ def stage(dest: Path, ver: version.Version) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in debsrc.STAGED_FILES:
         shutil.copy2(paths.SOURCE_ROOT / name, source / name)
-    for name in (*debsrc.STAGED_DIRS, "debian"):
+    for name in (*debsrc.STAGED_DIRS, "debian", "models"):  # models: what setup matches the laptop against
         shutil.copytree(paths.SOURCE_ROOT / name, source / name, ignore=ignore)
     shutil.copytree(TOOL_DEBIAN, tree / "debian")
     shutil.copy2(paths.DEBIAN_DIR / "copyright", tree / "debian" / "copyright")
