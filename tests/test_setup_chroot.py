@@ -55,6 +55,7 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
 
 def scenario(release: chroot.Release, tarball: Path, published: Path, work: Path) -> Run:
     run = Run(release)
+    work.mkdir()
     root = chroot.unpack(tarball, work / "root")
     root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")  # what grub-pc's postinst does
     if release.initramfs == "dracut":
@@ -136,6 +137,12 @@ def ok(run: Run, name: str) -> str:
     return result.stdout
 
 
+def installed(status: str) -> list[str]:
+    """The installed packages' "name version" lines of dpkg-query's listing (which also names
+    packages dpkg only knows of: the removed tool, the virtual gpupass-model)."""
+    return [line.removesuffix(" ii ") for line in status.splitlines() if line.endswith(" ii ")]
+
+
 def test_apt_installs_the_tool_from_the_repository(row: Run) -> None:
     assert re.search(r"^Setting up gpupass \(", ok(row, "install tool"), re.M)
 
@@ -159,7 +166,7 @@ def test_setup_builds_and_installs_the_probed_model_in_place_of_the_tool(row: Ru
         "  4. gpupass report: once Windows runs on the GPU, the facts to confirm this model for the next person",
     ]
     assert f"vfio-pci.ids={','.join(OTHER_IDS)}" in row.facts["grub drop-in"]
-    assert ok(row, "status").splitlines() == ["gpupass-unknown 0.1.0+local1-1 ii "]
+    assert installed(ok(row, "status")) == ["gpupass-unknown 0.1.0+local1-1"]
 
 
 def test_setup_again_changes_nothing(row: Run) -> None:
@@ -180,5 +187,5 @@ def test_a_published_laptop_gets_the_published_package_and_nothing_is_built(row:
     out = ok(row, "setup aurora-z")
     assert "installed gpupass-aurora-z from the configured repositories (a published model)" in out
     assert row.facts["local builds"] is False
-    status = ok(row, "status aurora-z").splitlines()
-    assert len(status) == 1 and status[0].startswith("gpupass-aurora-z 0.1.0+") and status[0].endswith(" ii ")
+    status = installed(ok(row, "status aurora-z"))
+    assert len(status) == 1 and status[0].startswith("gpupass-aurora-z 0.1.0+"), status
