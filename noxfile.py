@@ -1,6 +1,7 @@
 """gpupass sessions. Every step is also `python -m gpupass ...`; these only orchestrate.
 
 nox -s build-deb MODEL=aurora-z        build build/gpupass-aurora-z.deb
+nox -s build-tool                      build build/gpupass_<version>_all.deb (the tool package)
 nox -s build-all                       every model, in parallel, skipping unchanged ones
 nox -s ppa -- MODEL=all SERIES=noble PPA=owner/name [--upload]
 nox -s piuparts MODEL=aurora-z         piuparts' install-upgrade-purge test of one model (root)
@@ -129,6 +130,13 @@ def build_source(session: nox.Session) -> None:
     model = model_arg(session)
     install_project(session, "build")
     session.run("python", "-m", "gpupass", "build-source", model)
+
+
+@nox.session(name="build-tool")
+def build_tool(session: nox.Session) -> None:
+    """Build build/gpupass_<version>_all.deb, the tool package without a model"""
+    install_project(session, "build")
+    session.run("python", "-m", "gpupass", "build-tool")
 
 
 @nox.session(name="build-all")

@@ -10,5 +10,6 @@ text = Path(__file__).with_name("package-description.txt")
 if text.exists():
     synopsis, _, long_text = text.read_text(encoding="utf-8").partition("\n\n")
     setup(description=synopsis.strip(), long_description=long_text.strip())
-else:
-    setup(description="Laptop NVIDIA dGPU passthrough to a Windows VM, one package per laptop model")
+else:  # readme is dynamic too (pyproject.toml): give it, or setuptools refuses the project
+    synopsis = "Laptop NVIDIA dGPU passthrough to a Windows VM, one package per laptop model"
+    setup(description=synopsis, long_description=synopsis)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.packaging import debsrc, version
+from gpupass.packaging import debsrc, toolpkg, version
 
 from . import chroot
 
@@ -123,6 +123,12 @@ def built(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> Path
     out = tmp_path_factory.mktemp("build")
     debsrc.build_deb(aurora, ROOT / "models" / "aurora-z.toml", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def built_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tool package as `gpupass build-tool` builds it (in a scratch directory)."""
+    return toolpkg.build(tmp_path_factory.mktemp("build-tool"))
 
 
 def new_signing_key(home: Path) -> str:

@@ -52,6 +52,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     assert re.findall(r"^    ([a-z][a-z-]*)", helped.stdout, re.M) == [
         "check",
         "probe",
+        "setup",
         "report",
         "doctor",
         "vbios",

@@ -79,7 +79,7 @@ def test_control_fields(built: Path) -> None:
     assert "Section: admin\n" in fields
     # One laptop, one model.
     for field in ("Provides", "Conflicts", "Replaces"):
-        assert f"{field}: gpupass-model\n" in fields
+        assert f"{field}: gpupass, gpupass-model\n" in fields
     assert "Homepage: None" not in fields
     assert "Description: dGPU passthrough setup for the MECHREVO Aurora Z\n" in fields
     depends = next(line for line in fields.splitlines() if line.startswith("Depends:"))

@@ -1,5 +1,5 @@
 """The maintainer's steps, run from the source tree: models, validate, preview, render,
-build-deb, build-source, build-all, publish, ppa. The build side is imported only when one of
+build-deb, build-source, build-tool, build-all, publish, ppa. The build side is imported only when one of
 them runs, so the installed command (which ships without it) still parses its command line;
 where the source tree or the build side's jinja2 is absent they are left out of --help.
 """
@@ -63,12 +63,23 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """build-deb and build-source: the same steps up to the debsrc builder they name."""
-    from .packaging import debsrc, render
+    from .packaging import debsrc, render, version
 
     m, path = load_model(args.model)
     render.render_all(m)  # fail fast on a bad template or ASL, before any packaging
-    builder = {"build-deb": debsrc.build_deb, "build-source": debsrc.build_source}[args.command]
-    print(builder(m, path, Path(args.out)))
+    if args.command == "build-deb":
+        # --local N: gpupass setup's build on the laptop, versioned without git.
+        local = None if args.local is None else version.local(args.local)
+        print(debsrc.build_deb(m, path, Path(args.out), local))
+    else:
+        print(debsrc.build_source(m, path, Path(args.out)))
+    return 0
+
+
+def cmd_build_tool(args: argparse.Namespace) -> int:
+    from .packaging import toolpkg
+
+    print(toolpkg.build(Path(args.out)))
     return 0
 
 
@@ -99,11 +110,12 @@ def cmd_build_all(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .packaging import buildall, repo, version
+    from .packaging import buildall, repo, toolpkg, version
 
     debs = [Path(d) for d in args.debs]
-    if args.models:
+    if args.models:  # the models and, beside them, the tool package (gpupass setup's)
         debs += [r.deb for r in buildall.build_all(models_arg(args.models), Path(args.out))]
+        debs.append(toolpkg.build(Path(args.out)))
     if not debs:
         raise GpupassError("nothing to publish", hint="name .deb files, or --models all")
     unpublishable = [d.name for d in debs if version.DIRTY in d.name]
@@ -171,13 +183,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp = add_maintainer(name, cmd_build, what)
         sp.add_argument("model", help="model id or path to a .toml")
         sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
+        if name == "build-deb":
+            sp.add_argument(
+                "--local", type=int, metavar="N", help="version <upstream>+localN-1, not git's (gpupass setup's build)"
+            )
+    sp = add_maintainer("build-tool", cmd_build_tool, "build the gpupass tool package (gpupass_<version>_all.deb)")
+    sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
     sp = add_maintainer("build-all", cmd_build_all, "build every model's .deb in parallel, skipping unchanged models")
     sp.add_argument("models", nargs="?", default="all", help="all (default) or comma-separated model ids")
     sp.add_argument("--out", default=str(paths.BUILD_DIR), help="output directory (default: build/)")
     sp.add_argument("--jobs", type=int, help="builds at a time (default: one per core)")
     sp = add_maintainer("publish", cmd_publish, "add .deb files to a local signed apt repository (reprepro)")
     sp.add_argument("debs", nargs="*", metavar="DEB")
-    sp.add_argument("--models", help="also build these models first (build-all): all or comma-separated ids")
+    sp.add_argument(
+        "--models", help="also build these models (build-all) and the tool package first: all or comma-separated ids"
+    )
     sp.add_argument("--out", default=str(paths.BUILD_DIR), help="where --models are built (default: build/)")
     sp.add_argument("--repo", default=str(paths.BUILD_DIR / "repo"), help="repository directory (default: build/repo)")
     sp.add_argument("--key", help="gpg key id to sign with (default: $GPUPASS_SIGNING_KEY)")

@@ -12,7 +12,7 @@ import textwrap
 from datetime import UTC, datetime
 
 from .. import paths
-from .version import Version
+from .version import LOCAL_COMMIT, Version
 
 HISTORY = paths.DEBIAN_DIR / "changelog"
 
@@ -24,6 +24,8 @@ def date(epoch: int) -> str:
 
 def entry(package: str, debian_version: str, distribution: str, maintainer: str, version: Version) -> str:
     change = f"Build of the package's inputs at commit {version.commit}: {version.subject}"
+    if version.commit == LOCAL_COMMIT:
+        change = "Built on this laptop by gpupass setup from the model it probed there."
     if version.dirty:
         change = f"Local build with uncommitted changes on top of commit {version.commit}."
     bullet = textwrap.fill(change, 78, initial_indent="  * ", subsequent_indent="    ", break_on_hyphens=False)

@@ -96,10 +96,11 @@ def stdeb_cfg(model: Model) -> str:
             f"Maintainer: {maintainer()}",
             "Section: admin",
             f"Build-Depends: {', '.join(BUILD_DEPENDS)}",
-            # One laptop, one model: model packages exclude each other.
-            "Provides3: gpupass-model",
-            "Conflicts3: gpupass-model",
-            "Replaces3: gpupass-model",
+            # One laptop, one model: model packages exclude each other. Each carries the
+            # command the tool package gpupass ships (same files), and replaces it.
+            "Provides3: gpupass-model, gpupass",
+            "Conflicts3: gpupass-model, gpupass",
+            "Replaces3: gpupass-model, gpupass",
             "Suite3: unstable",
             "X-Python3-Version: >= 3.11",
             "",
@@ -246,13 +247,17 @@ def build_binary(source: SourcePackage) -> Path:
     return buildpackage(unpack(source, "build-tree"), source.name)
 
 
-def buildpackage(tree: Path, package: str) -> Path:
-    """``dpkg-buildpackage -b`` in a fresh ``tree``; the .deb it leaves next to the tree."""
+def buildpackage(tree: Path, package: str, check_builddeps: bool = True) -> Path:
+    """``dpkg-buildpackage -b`` in a fresh ``tree``; the .deb it leaves next to the tree.
+    ``check_builddeps=False`` for gpupass setup's build on the laptop: dpkg-checkbuilddeps
+    requires build-essential (a C toolchain) that this Architecture: all package never calls;
+    the gpupass tool package's Depends are what the build does call."""
     tools.run(
         "dpkg-buildpackage",
         "-b",
         "-us",
         "-uc",
+        *([] if check_builddeps else ["--no-check-builddeps"]),
         # Fresh: nothing to clean (`debian/rules clean` costs a setup.py run).
         "--no-pre-clean",
         cwd=tree,
@@ -292,7 +297,7 @@ def build_deb(
         tree = prepare(model, model_file, Path(tmp), ver, orig_tarball=False)
         write_changelog(model, tree, ver)
         normalise(tree, ver.epoch)
-        deb = buildpackage(tree, model.package)
+        deb = buildpackage(tree, model.package, check_builddeps=ver.commit != version.LOCAL_COMMIT)
         alias = deb.with_name(f"{model.package}.deb")
         shutil.copy2(deb, alias)
         deliver([deb, alias], out_dir)

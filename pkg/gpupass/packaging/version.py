@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -87,7 +88,13 @@ def history_epoch(root: Path) -> int:
 def of_model(model_file: Path, root: Path = paths.SOURCE_ROOT) -> Version:
     """The version of the package built from ``model_file`` in the checkout at ``root``."""
     specs = inputs(model_file, root)
-    outside = len(specs) == len(SHARED_INPUTS)
+    return of_inputs(specs, root, outside=len(specs) == len(SHARED_INPUTS))
+
+
+def of_inputs(specs: list[str] | tuple[str, ...], root: Path = paths.SOURCE_ROOT, outside: bool = False) -> Version:
+    """The version of a package built from the git pathspecs ``specs`` (``outside``: from a
+    file git does not know, hence dirty)."""
+    specs = list(specs)
     changes = int(git(root, "rev-list", "--count", "--full-history", "HEAD", "--", *specs).strip())
     last = git(root, "log", "-1", "--full-history", "--format=%ct%n%h%n%s", "HEAD", "--", *specs).splitlines()
     status = git(root, "status", "--porcelain", "--untracked-files=all", "--", *specs)
@@ -99,6 +106,16 @@ def of_model(model_file: Path, root: Path = paths.SOURCE_ROOT) -> Version:
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or max(int(last[0]), history_epoch(root) + 1))
     upstream = f"{__version__}+{changes + 1}{DIRTY}" if dirty else f"{__version__}+{changes}"
     return Version(upstream, changes, dirty, epoch, last[1], last[2] if len(last) > 2 else "")
+
+
+LOCAL_COMMIT = "local"
+
+
+def local(number: int) -> Version:
+    """The version of a package ``gpupass setup`` builds on the laptop, without git:
+    <upstream>+local<N>, N one more than the local package installed before."""
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    return Version(f"{__version__}+local{number}", number, False, epoch, LOCAL_COMMIT, "")
 
 
 def require_clean(version: Version, package: str) -> None:

@@ -1,4 +1,4 @@
-"""``gpupass check``, ``gpupass probe`` and ``gpupass report``."""
+"""``gpupass check``, ``gpupass probe``, ``gpupass setup`` and ``gpupass report``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write the model to FILE instead of stdout")
     parser.add_argument("--json", action="store_true", help="JSON for tools: the model, each value's source, warnings")
+    options.add_root(parser)
+    parser = options.add_command(
+        commands,
+        "setup",
+        run_setup,
+        "set this laptop up: install its published model package, or build one from what probe reads (root)",
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask before changing anything (for scripts)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")
     options.add_root(parser)
     parser = options.add_command(
         commands, "report", run_report, "what a maintainer needs to confirm this laptop's model, to paste into an issue"
@@ -53,6 +62,12 @@ def run_probe(args: argparse.Namespace) -> int:
     for warning in probed.warnings:
         print(f"gpupass: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    from . import setup
+
+    return setup.run(Path(args.root), yes=args.yes, dry_run=args.dry_run)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -1,0 +1,191 @@
+"""`apt install gpupass`, then `gpupass setup`, in Debian 12 and Debian 13 + dracut systems
+whose only source of gpupass is the project's signed repository (repo.publish, as `nox -s
+publish` makes it, with a test key): the tool package and aurora-z's package in it.
+
+On a published layout no file in models/ is for (tests/layouts.py, turing-four-functions),
+setup builds gpupass-unknown and installs it in place of the tool; on aurora-z's layout it
+installs gpupass-aurora-z from the repository and builds nothing. Both releases run at once
+(each mostly waits on apt and dpkg), once per session; the tests read what they recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gpupass.packaging import repo
+
+from . import chroot
+from .conftest import new_signing_key, stop_gpg_agent
+from .layouts import AURORA_Z, LAYOUTS
+from .test_upgrade import initramfs_rebuilds
+
+pytestmark = pytest.mark.install
+
+ROWS = ("debian12", "debian13-dracut")
+OTHER = LAYOUTS["turing-four-functions"]  # published, and not in models/
+OTHER_IDS = ("10de:21c4", "10de:1aeb", "10de:1aec", "10de:1aed")
+WATCHED = ("etc", "usr", "var/lib")  # what --dry-run must leave as it was
+
+
+@dataclass
+class Run:
+    release: chroot.Release
+    steps: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Path -> (mode, size, mtime) under WATCHED."""
+    state = {}
+    for top in WATCHED:
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            for name in dirnames + filenames:
+                st = os.lstat(os.path.join(dirpath, name))
+                state[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return state
+
+
+def scenario(release: chroot.Release, tarball: Path, published: Path, work: Path) -> Run:
+    run = Run(release)
+    work.mkdir()
+    root = chroot.unpack(tarball, work / "root")
+    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")  # what grub-pc's postinst does
+    if release.initramfs == "dracut":
+        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
+    shutil.copytree(published, root.root / "srv/gpupass")
+    (root.root / "etc/apt/sources.list.d/gpupass.sources").write_text(repo.sources_entry(Path("/srv/gpupass")))
+    OTHER.build(root.root / "srv/other")
+    AURORA_Z.build(root.root / "srv/aurora-z")
+
+    def step(name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        run.steps[name] = root.run(*argv, check=False)
+        return run.steps[name]
+
+    step("update", "apt-get", "update")
+    step("install tool", "apt-get", "install", "--yes", "gpupass")
+    before = tree_state(root.root)
+    step("dry run", "gpupass", "setup", "--root", "/srv/other", "--dry-run")
+    after = tree_state(root.root)
+    run.facts["dry run changed"] = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    step("setup other", "gpupass", "setup", "--root", "/srv/other", "--yes")
+    grub = root.root / "etc/default/grub.d/gpupass-unknown.cfg"
+    run.facts["grub drop-in"] = grub.read_text() if grub.exists() else ""
+    step("status", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
+    step("setup again", "gpupass", "setup", "--root", "/srv/other", "--yes")
+    # The model package's files, and a few of the tool's (removed when the model replaced it).
+    owned = set(root.run("dpkg-query", "-L", "gpupass-unknown", check=False).stdout.split())
+    owned |= {f"/usr/share/gpupass/source/{p}" for p in ("pkg/gpupass/packaging/debsrc.py", "debian/rules")}
+    step("remove", "apt-get", "remove", "--yes", "gpupass-unknown")
+    step("purge", "apt-get", "purge", "--yes", "gpupass-unknown")
+    run.facts["left behind"] = sorted(
+        p
+        for p in owned
+        if p.startswith(("/etc/", "/usr/", "/var/"))
+        and not os.path.isdir(root.root / p[1:])
+        and os.path.lexists(root.root / p[1:])
+    )
+    run.facts["state left"] = sorted(
+        p for p in ("var/lib/gpupass", "usr/share/gpupass", "etc/gpupass") if (root.root / p).exists()
+    )
+    step("reinstall tool", "apt-get", "install", "--yes", "gpupass")
+    step("setup aurora-z", "gpupass", "setup", "--root", "/srv/aurora-z", "--yes")
+    run.facts["local builds"] = (root.root / "var/lib/gpupass/local").exists()
+    step("status aurora-z", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
+    shutil.rmtree(work / "root")
+    return run
+
+
+@pytest.fixture(scope="session")
+def setup_runs(
+    release_tarballs: dict[str, Path], built: Path, built_tool: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Run]:
+    work = tmp_path_factory.mktemp("setup")
+    home = work / "gnupg"
+    key = new_signing_key(home)
+    debs = [next(built.glob("gpupass-aurora-z_*_all.deb")), built_tool]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GNUPGHOME", str(home))
+        repo.publish(debs, work / "repo", key)
+    stop_gpg_agent(home)
+    rows = [r for r in chroot.releases() if r.name in ROWS]
+
+    def one(release: chroot.Release) -> Run:
+        return scenario(release, release_tarballs[release.name], work / "repo", work / release.name)
+
+    with ThreadPoolExecutor(max_workers=max(len(rows), 1)) as pool:
+        return dict(zip((r.name for r in rows), pool.map(one, rows), strict=True))
+
+
+@pytest.fixture(params=ROWS)
+def row(request: pytest.FixtureRequest, setup_runs: dict[str, Run]) -> Run:
+    if request.param not in setup_runs:
+        pytest.skip(f"{request.param} is not in GPUPASS_RELEASES")
+    return setup_runs[request.param]
+
+
+def ok(run: Run, name: str) -> str:
+    result = run.steps[name]
+    assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def installed(status: str) -> list[str]:
+    """The installed packages' "name version" lines of dpkg-query's listing (which also names
+    packages dpkg only knows of: the removed tool, the virtual gpupass-model)."""
+    return [line.removesuffix(" ii ") for line in status.splitlines() if line.endswith(" ii ")]
+
+
+def test_apt_installs_the_tool_from_the_repository(row: Run) -> None:
+    assert re.search(r"^Setting up gpupass \(", ok(row, "install tool"), re.M)
+
+
+def test_dry_run_changes_nothing(row: Run) -> None:
+    out = ok(row, "dry run")
+    assert out.splitlines()[-1] == "--dry-run: nothing was changed"
+    assert row.facts["dry run changed"] == []
+
+
+def test_setup_builds_and_installs_the_probed_model_in_place_of_the_tool(row: Run) -> None:
+    out = ok(row, "setup other")
+    assert "no published model matches: gpupass-unknown is built here from the probed model" in out
+    assert "built and installed gpupass-unknown (gpupass-unknown.deb) from the probed model" in out
+    assert "Removing gpupass (" in out  # the tool, replaced: no dpkg error, no prompt
+    assert initramfs_rebuilds(out, row.release.initramfs) == 1
+    assert out.splitlines()[-4:] == [
+        "  1. reboot: the kernel arguments and the initramfs take effect at the next boot",
+        "  2. sudo gpupass doctor: what is ready and what is not",
+        "  3. sudo gpupass vm define: the Windows VM",
+        "  4. gpupass report: once Windows runs on the GPU, the facts to confirm this model for the next person",
+    ]
+    assert f"vfio-pci.ids={','.join(OTHER_IDS)}" in row.facts["grub drop-in"]
+    assert installed(ok(row, "status")) == ["gpupass-unknown 0.1.0+local1-1"]
+
+
+def test_setup_again_changes_nothing(row: Run) -> None:
+    assert ok(row, "setup again").splitlines()[-1] == (
+        "nothing to change: gpupass-unknown 0.1.0+local1-1 is installed for this laptop"
+    )
+
+
+def test_remove_then_purge_leaves_no_file_of_either_package(row: Run) -> None:
+    ok(row, "remove")
+    ok(row, "purge")
+    assert row.facts["left behind"] == []
+    assert row.facts["state left"] == []
+
+
+def test_a_published_laptop_gets_the_published_package_and_nothing_is_built(row: Run) -> None:
+    ok(row, "reinstall tool")
+    out = ok(row, "setup aurora-z")
+    assert "installed gpupass-aurora-z from the configured repositories (a published model)" in out
+    assert row.facts["local builds"] is False
+    status = installed(ok(row, "status aurora-z"))
+    assert len(status) == 1 and status[0].startswith("gpupass-aurora-z 0.1.0+"), status
