@@ -1,6 +1,7 @@
-# Shared by gpupass-<model>'s maintainer scripts; gpupass pastes it in place of the
-# #GPUPASS_FUNCTIONS# line when it generates a model's source package (postrm cannot
-# source a file from the package: by then the package's files are gone).
+# Shared by gpupass-<model>'s maintainer scripts; gpupass pastes it in place of their
+# GPUPASS_FUNCTIONS line when it generates a model's source package (postrm cannot
+# source a file from the package: by then the package's files are gone). The package also
+# ships it as /usr/lib/gpupass/maintscript-functions.sh, which gpupass mode runs.
 
 gpupass_in_container() {
 	command -v systemd-detect-virt >/dev/null 2>&1 && systemd-detect-virt --quiet --container

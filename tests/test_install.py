@@ -58,6 +58,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         "vm",
         "power",
         "gpu",
+        "mode",
     ]
     doctor = plain_chroot.run("gpupass", "doctor", check=False)
     assert (doctor.returncode, doctor.stderr) == (1, "")
