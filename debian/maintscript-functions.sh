@@ -1,6 +1,7 @@
-# Shared by gpupass-<model>'s maintainer scripts; gpupass pastes it in place of the
-# #GPUPASS_FUNCTIONS# line when it generates a model's source package (postrm cannot
-# source a file from the package: by then the package's files are gone).
+# Shared by gpupass-<model>'s maintainer scripts; gpupass pastes it in place of their
+# GPUPASS_FUNCTIONS line when it generates a model's source package (postrm cannot
+# source a file from the package: by then the package's files are gone). The package also
+# ships it as /usr/lib/gpupass/maintscript-functions.sh, which gpupass mode runs.
 
 gpupass_in_container() {
 	command -v systemd-detect-virt >/dev/null 2>&1 && systemd-detect-virt --quiet --container
@@ -9,8 +10,9 @@ gpupass_in_container() {
 # Regenerate grub.cfg so the kernel command line follows the grub.d drop-in, but only
 # where GRUB is really in charge of this machine's boot. Elsewhere (systemd-boot and
 # kernel-install, another loader) nothing is edited: say which arguments to add or remove
-# where ($1: add or remove).
+# where ($1: add or remove; $2: the arguments, when not the model's own mode's).
 gpupass_update_grub() {
+	args=${2:-#KERNEL_ARGS#}
 	if gpupass_in_container; then
 		echo "gpupass: inside a container: not running update-grub." >&2
 	elif ! command -v update-grub >/dev/null 2>&1 || [ ! -e /boot/grub/grub.cfg ]; then
@@ -22,7 +24,7 @@ gpupass_update_grub() {
 		cat >&2 <<NOTICE
 gpupass: GRUB is not set up here (no update-grub or /boot/grub/grub.cfg): kernel command line left alone.
   For passthrough, $action:
-    #KERNEL_ARGS#
+    $args
   systemd-boot / kernel-install: edit /etc/kernel/cmdline (start from /proc/cmdline if it does not
   exist), then run: kernel-install add-all. After the reboot, gpupass doctor checks /proc/cmdline.
 NOTICE
@@ -74,4 +76,18 @@ gpupass_initramfs_notice() {
 gpupass: only the newest kernel's initramfs ($(echo "$kernels" | tail -n 1)) is rebuilt, and the next boot
   starts that kernel by default. The other installed kernels keep $1 until: $rebuild
 NOTICE
+}
+
+# Regenerate the newest kernel's initramfs outside a dpkg run (gpupass mode): through the same
+# dpkg trigger the package's install activates, processed at once, so the release's own
+# initramfs tool (initramfs-tools or dracut) does it exactly as on install.
+gpupass_update_initramfs() {
+	dpkg-trigger --no-await update-initramfs
+	dpkg --triggers-only --pending
+}
+
+# What gpupass mode wrote: the mode, and the /etc overrides masking the package's files.
+gpupass_mode_forget() {
+	rm -f /var/lib/gpupass/mode /etc/modprobe.d/$1.conf /etc/dracut.conf.d/$1.conf \
+		/etc/udev/rules.d/70-$1-desktop.rules
 }

@@ -36,6 +36,7 @@ from gpupass.laptop.vm import define as vm_define
 from gpupass.laptop.vm import libvirtconn, xmledit
 from gpupass.packaging import render
 
+from . import sysfs
 from .conftest import ROOT
 from .layouts import AURORA_Z
 from .libvirt import Daemon
@@ -158,7 +159,8 @@ SET_UP = [
     " battery table, SMBIOS, no Secure Boot)",
     "ok: power: the dGPU 0000:01:00.0 (D3cold) and its root port 0000:00:01.0 (D3cold) are runtime-suspended"
     " while the VM is off",
-    "14 ok, 0 warnings, 0 failures",
+    "ok: mode: boot (vfio-pci takes the dGPU at every boot)",
+    "15 ok, 0 warnings, 0 failures",
 ]
 
 
@@ -205,7 +207,7 @@ def test_the_audio_function_on_snd_hda_intel(tmp_path: Path) -> None:
         " 0000:01:00.1 active (D0), 0000:00:01.0 active (D0); 0000:01:00.1 is on the host driver snd_hda_intel"
         f" (fix: {SOFTDEP_AUDIO})",
     ]
-    assert lines[-1] == "12 ok, 0 warnings, 2 failures"
+    assert lines[-1] == "13 ok, 0 warnings, 2 failures"
 
 
 def test_a_driver_named_apart_from_its_module_gets_the_modules_softdep(tmp_path: Path) -> None:
@@ -384,13 +386,13 @@ def test_an_awake_dgpu_without_a_known_cause_is_a_warning(tmp_path: Path) -> Non
             " its rom wake it; it suspends after a few idle seconds): run gpupass doctor again)"
         ],
     )
-    assert lines[-1] == "13 ok, 1 warning, 0 failures"
+    assert lines[-1] == "14 ok, 1 warning, 0 failures"
 
 
 def test_power_is_not_checked_while_the_vm_runs(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path, devices=AWAKE), lv=libvirt(active=True))
     assert status == 0
-    assert lines[-2] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
+    assert lines[-3] == "ok: power: not checked while win11-gpu runs (the dGPU is the VM's)"
 
 
 DOWN = doctor_facts.Libvirt("qemu:///system", problem="cannot connect to libvirt at qemu:///system: connection refused")
@@ -588,7 +590,7 @@ def test_json_for_scripts(tmp_path: Path) -> None:
     status, lines = run(laptop(tmp_path, vbios=None), as_json=True)
     findings = json.loads("\n".join(lines))
     assert status == 1
-    assert [f["status"] for f in findings] == ["ok"] * 7 + ["fail"] + ["ok"] * 5
+    assert [f["status"] for f in findings] == ["ok"] * 7 + ["fail"] + ["ok"] * 6
     assert findings[7] == {
         "check": "vbios",
         "status": "fail",
@@ -632,7 +634,8 @@ def test_a_machine_where_nothing_is_set_up(tmp_path: Path) -> None:
         "fail: no libvirt domain win11-gpu (domains: none) (fix: sudo gpupass vm define win11-gpu, or for a VM of"
         " your own: sudo gpupass vm attach NAME, then gpupass doctor --vm NAME)",
         "warn: power: not checked: no PCI device at 0000:01:00.0 (fix: see the vfio-pci checks)",
-        "2 ok, 3 warnings, 8 failures",
+        "ok: mode: boot (vfio-pci takes the dGPU at every boot)",
+        "3 ok, 3 warnings, 8 failures",
     ]
 
 
@@ -751,7 +754,7 @@ def test_the_initramfs_as_lsinitramfs_lists_it(tmp_path: Path, has_vfio_pci: boo
 
 
 CHECK_NAMES = ["cpu", "iommu", "cmdline", "vfio-pci", "initramfs", "group", "vbios", "ovmf", "libvirt", "apparmor",
-               "vm", "power"]  # fmt: skip
+               "vm", "power", "mode"]  # fmt: skip
 
 
 @settings(max_examples=int(os.environ.get("GPUPASS_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
@@ -807,7 +810,7 @@ def test_libvirt_facts_from_a_real_daemon(libvirtd: Daemon, tmp_path: Path) -> N
         assert survey.version >= 9_000_000 and survey.host_cpus
         # As on the laptop, whose CPUs the domain's emulator pinning was made for.
         on_the_laptop = dataclasses.replace(facts, survey=dataclasses.replace(survey, host_cpus=LAPTOP_CPUS))
-        assert [f.line() for f in doctor_vm.check_vm(AURORA, None, _facts(on_the_laptop))] == [SET_UP[-3]]
+        assert [f.line() for f in doctor_vm.check_vm(AURORA, None, _facts(on_the_laptop))] == [SET_UP[-4]]
         missing = doctor_facts.query_libvirt(libvirtd.uri, "no-such-vm")
         assert (missing.problem, missing.survey.domain_xml) == ("", None)
     finally:
@@ -858,3 +861,60 @@ def test_nvpcf_is_said_to_be_experimental(tmp_path: Path) -> None:
         " (fix: if Windows stops with ACPI_BIOS_ERROR, rebuild with guest.nvpcf = false; report how it went"
         " (README: NVPCF))"
     ]
+
+
+# --- on-demand mode (gpupass mode on-demand) -------------------------------------------------
+
+ON_DEMAND_CMDLINE = f"{CMDLINE} intel_iommu=on iommu=pt"
+ON_HOST = changed(changed(SET_UP_PCI, "0000:01:00.0", driver="nouveau"), "0000:01:00.1", driver="snd_hda_intel")
+
+
+def on_demand(tmp_path: Path) -> Path:
+    """The laptop after gpupass mode on-demand and a reboot: the dGPU on its host drivers, the VM off."""
+    root = laptop(tmp_path, devices=ON_HOST, cmdline=ON_DEMAND_CMDLINE)
+    (root / "var/lib/gpupass/mode").write_text("on-demand\n")
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n")
+    sysfs.class_device(root, "0000:01:00.0", "drm/card1", 226, 1)
+    sysfs.char_device(root, "/dev/dri/card1", 226, 1)
+    return root
+
+
+def test_on_demand_with_the_dgpu_on_its_host_driver_is_fine(tmp_path: Path) -> None:
+    status, lines = run(on_demand(tmp_path))
+    assert problems(lines) == []
+    assert status == 0
+    for line in (
+        "ok: the kernel command line has intel_iommu=on iommu=pt",
+        "ok: 0000:01:00.0 (gpu 10de:25a2) is on its host driver nouveau (on-demand: until the VM starts)",
+        "ok: 0000:01:00.1 (audio 10de:2291) is on its host driver snd_hda_intel (on-demand: until the VM starts)",
+        "ok: mode: on-demand (the host keeps the dGPU while the VM is off; the libvirt hook claims it at start)",
+        "ok: nothing holds the dGPU: the VM can start",
+    ):
+        assert line in lines
+    assert not [line for line in lines if "initramfs" in line]
+
+
+def test_on_demand_lists_the_holders_the_vm_would_not_start_with(tmp_path: Path) -> None:
+    root = on_demand(tmp_path)
+    sysfs.process(root, 3300, "firefox-esr", 1000, {40: "/dev/dri/card1"})
+    status, lines = run(root)
+    assert status == 2
+    assert problems(lines) == [
+        "warn: the VM would not start now: pid 3300 (firefox-esr, user alice) holds /dev/dri/card1 of 0000:01:00.0:"
+        " quit it, or end it with: kill 3300 (fix: gpupass gpu holders)"
+    ]
+
+
+def test_on_demand_still_wants_the_iommu_on_the_command_line(tmp_path: Path) -> None:
+    root = laptop(tmp_path, devices=ON_HOST, cmdline=CMDLINE)
+    (root / "var/lib/gpupass/mode").write_text("on-demand\n")
+    lines = run(root)[1]
+    assert "fail: the kernel command line lacks intel_iommu=on iommu=pt (/proc/cmdline) (fix: sudo update-grub," in (
+        "\n".join(lines)
+    )
+
+
+def test_boot_mode_with_the_dgpu_on_its_host_driver_still_fails(tmp_path: Path) -> None:
+    lines = run(laptop(tmp_path, devices=ON_HOST))[1]
+    assert any(line.startswith("fail: 0000:01:00.0 (gpu 10de:25a2) is held by nouveau, not vfio-pci") for line in lines)

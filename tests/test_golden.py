@@ -36,6 +36,9 @@ def test_rendered_files_match_golden(model_file: Path, regenerate: bool) -> None
         assert data == expected[path], f"{path} differs from {tree / path} (run with --regenerate if intended)"
 
 
+MODE_VARIANTS = ("modprobe.conf", "dracut.conf", "udev.rules")
+
+
 def test_every_artifact_kind_has_a_golden_file() -> None:
     """A new artifact module must bring its golden file along."""
     paths = {str(p.relative_to(GOLDEN / "aurora-z")) for p in (GOLDEN / "aurora-z").rglob("*") if p.is_file()}
@@ -55,6 +58,8 @@ def test_every_artifact_kind_has_a_golden_file() -> None:
         "usr/lib/systemd/system/gpupass-power.service",
         "usr/lib/gpupass/libvirt-qemu-hook",
         "usr/lib/tmpfiles.d/gpupass-aurora-z.conf",
+        "usr/lib/udev/rules.d/70-gpupass-aurora-z-desktop.rules",
+        *(f"usr/share/gpupass/modes/{m}/{n}" for m in ("boot", "on-demand") for n in MODE_VARIANTS),
     } == paths
 
 

@@ -122,7 +122,7 @@ def test_a_circle_is_found(tmp_path: Path) -> None:
 
 
 # The laptop side's areas, as folders a reader sees in the tree.
-AREAS = {"rom", "vm", "gpu", "power", "doctor", "onboarding"}
+AREAS = {"rom", "vm", "gpu", "mode", "power", "doctor", "onboarding"}
 
 
 def test_the_laptop_side_is_grouped_by_area() -> None:
@@ -136,7 +136,7 @@ def test_the_laptop_side_is_grouped_by_area() -> None:
     ]  # fmt: skip
     # Each area that has commands registers them itself; cli.py only assembles.
     cli = (PKG / "gpupass" / "cli.py").read_text(encoding="utf-8")
-    for area in ("rom", "vm", "power", "doctor", "onboarding"):
+    for area in ("rom", "vm", "power", "doctor", "onboarding", "gpu", "mode"):
         assert (laptop / area / "commands.py").is_file()
         assert f"from .laptop.{area} import commands" in cli
 

@@ -16,6 +16,9 @@ from .test_vbios import rom_image
 pytestmark = pytest.mark.install
 
 
+MODE_STATE = "var/lib/gpupass/mode"
+
+
 def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, built: Path, aurora_version: str) -> None:
     before = plain_chroot.files()
     deb = plain_chroot.copy_in(built / "gpupass-aurora-z.deb")
@@ -59,6 +62,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         "vm",
         "power",
         "gpu",
+        "mode",
     ]
     doctor = plain_chroot.run("gpupass", "doctor", check=False)
     assert (doctor.returncode, doctor.stderr) == (1, "")
@@ -84,8 +88,18 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
         "power: no AC adapter seen",
     ]
 
+    # On-demand mode (no kernel or initramfs tool here: nothing to rebuild), then remove from it:
+    # every file gpupass mode wrote goes with the package.
+    switched = plain_chroot.run("gpupass", "mode", "on-demand")
+    assert switched.stdout.splitlines()[-1] == "gpupass mode: on-demand (was boot); effective after a reboot"
+    assert (plain_chroot.root / MODE_STATE).read_text() == "on-demand\n"
+    # Overrides only where their consumer's /etc directory is (no kmod, udev or dracut here).
+    written = [line.removeprefix("wrote /") for line in switched.stdout.splitlines() if line.startswith("wrote /")]
+    assert MODE_STATE in written and all((plain_chroot.root / path).is_file() for path in written)
+
     # Remove: no rule, unit or hook is left; the settings stay (a conffile) until purge.
     plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")
+    assert [path for path in written if (plain_chroot.root / path).exists()] == []
     left = {path for path in POWER_PIECES if os.path.lexists(plain_chroot.root / path)}
     assert left == {"etc/gpupass/power.conf"}
     plain_chroot.run("apt-get", "purge", "-y", "gpupass-aurora-z")

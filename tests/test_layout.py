@@ -73,7 +73,7 @@ def test_the_installed_commands_help_lists_the_laptops_commands() -> None:
     result = subprocess.run([sys.executable, "-I", "-c", HELP, str(PKG)], capture_output=True, text=True, cwd="/")
     assert (result.returncode, result.stderr) == (0, "")
     listed = re.findall(r"^    ([a-z][a-z-]*)", result.stdout, re.M)
-    assert listed == ["check", "probe", "setup", "report", "doctor", "vbios", "vm", "power", "gpu"]
+    assert listed == ["check", "probe", "setup", "report", "doctor", "vbios", "vm", "power", "gpu", "mode"]
 
 
 def test_the_source_trees_help_lists_the_maintainers_commands_after_them() -> None:
@@ -83,7 +83,7 @@ def test_the_source_trees_help_lists_the_maintainers_commands_after_them() -> No
     assert result.returncode == 0, result.stderr
     listed = re.findall(r"^    ([a-z][a-z-]*)", result.stdout, re.M)
     assert listed == [
-        "check", "probe", "setup", "report", "doctor", "vbios", "vm", "power", "gpu",
+        "check", "probe", "setup", "report", "doctor", "vbios", "vm", "power", "gpu", "mode",
         "models", "validate", "preview", "render", "build-deb", "build-source", "build-tool", "build-all", "publish",
         "ppa",
     ]  # fmt: skip

@@ -184,8 +184,8 @@ BAD = [
         "[smbios_typo]",
         [
             "smbios: missing (expected a table)",
-            "smbios_typo: unknown field (expected one of: name, confirmed, cpu, gpu, host, vm, smbios, battery, acpi,"
-            " guest)",
+            "smbios_typo: unknown field (expected one of: name, confirmed, mode, cpu, gpu, host, vm, smbios, battery,"
+            " acpi, guest)",
         ],
         id="table-typo",
     ),

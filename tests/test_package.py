@@ -43,6 +43,9 @@ def test_package_ships_every_artifact(built: Path) -> None:
         "/usr/lib/systemd/system/gpupass-power.service",
         "/usr/lib/gpupass/libvirt-qemu-hook",
         "/usr/lib/tmpfiles.d/gpupass-aurora-z.conf",
+        "/usr/lib/udev/rules.d/70-gpupass-aurora-z-desktop.rules",
+        "/usr/share/gpupass/modes/on-demand/modprobe.conf",
+        "/usr/lib/gpupass/maintscript-functions.sh",
         "/usr/bin/gpupass",
         "/usr/lib/python3/dist-packages/gpupass/cli.py",
     ):
@@ -60,6 +63,16 @@ def test_package_ships_every_artifact(built: Path) -> None:
     assert f"{dist}gpupass/packaging/render.py" not in laptop_side
     # Merged /usr: nothing in the aliased top-level directories.
     assert [p for p in shipped if p.split("/")[1] in ("lib", "lib64", "bin", "sbin")] == []
+
+
+def test_the_shipped_maintscript_functions_are_the_scripts_own(built: Path, tmp_path: Path) -> None:
+    """gpupass mode runs the functions the maintainer scripts have pasted in, tokens filled in."""
+    subprocess.run(["dpkg-deb", "-x", str(built / "gpupass-aurora-z.deb"), str(tmp_path)], check=True)
+    shipped = (tmp_path / "usr/lib/gpupass/maintscript-functions.sh").read_text()
+    subprocess.run(["dpkg-deb", "-e", str(built / "gpupass-aurora-z.deb"), str(tmp_path / "DEBIAN")], check=True)
+    postrm = (tmp_path / "DEBIAN/postrm").read_text()
+    assert shipped.strip() in postrm
+    assert "#" + "KERNEL_ARGS#" not in shipped and "intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291" in shipped
 
 
 def test_shipped_artifacts_are_the_golden_files(built: Path, tmp_path: Path) -> None:

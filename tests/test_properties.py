@@ -68,8 +68,9 @@ def vfio_ids(m: Model) -> str:
 
 
 def grub_args(m: Model) -> str:
-    """What the drop-in must append to the kernel command line."""
-    return f"{IOMMU_ARG[m.cpu.vendor]} iommu=pt vfio-pci.ids={vfio_ids(m)}"
+    """What the drop-in must append to the kernel command line: vfio-pci's ids in boot mode only."""
+    iommu = f"{IOMMU_ARG[m.cpu.vendor]} iommu=pt"
+    return iommu if m.mode == "on-demand" else f"{iommu} vfio-pci.ids={vfio_ids(m)}"
 
 
 # The domain ---------------------------------------------------------------------------
@@ -312,9 +313,15 @@ def check_modprobe(text: str, m: Model) -> None:
         conf = Path(tmp) / "gpupass.conf"
         conf.write_text(text, encoding="utf-8")
         lines = list((Counter(modprobe_config(conf)) - kmod_baseline()).elements())
-    want = [f"options vfio_pci ids={vfio_ids(m)}"]
-    want += [f"softdep {module} pre: vfio-pci" for module in m.host.softdep]
-    want += [f"blacklist {module}" for module in m.host.blacklist]
+    if m.mode == "on-demand":
+        # Nothing of vfio-pci; NVIDIA's runtime D3 from Turing (device ids from 1e00) on.
+        gpu = m.gpu.functions[0]
+        turing = gpu.id.startswith("10de:") and gpu.id[5:] >= "1e00"
+        want = ["options nvidia NVreg_DynamicPowerManagement=0x02"] if turing else []
+    else:
+        want = [f"options vfio_pci ids={vfio_ids(m)}"]
+        want += [f"softdep {module} pre: vfio-pci" for module in m.host.softdep]
+        want += [f"blacklist {module}" for module in m.host.blacklist]
     missing = sorted(set(want) - set(lines))
     extra = sorted(set(lines) - set(want))
     expect(not missing and not extra, f"modprobe -c: missing {missing}, unexpected {extra}")

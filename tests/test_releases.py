@@ -32,6 +32,7 @@ from .conftest import EACH_RELEASE, ROOT, rows_at_once
 pytestmark = pytest.mark.install
 
 GRUB_ARGS = "intel_iommu=on iommu=pt vfio-pci.ids=10de:25a2,10de:2291"
+ON_DEMAND_ARGS = "intel_iommu=on iommu=pt"
 # Exactly how grub-mkconfig reads its settings.
 GRUB_SETTINGS = (
     "if test -f /etc/default/grub; then . /etc/default/grub; fi; "
@@ -156,6 +157,7 @@ def install_remove_purge_boot_files(release: chroot.Release, root: chroot.Chroot
     assert "softdep nvidia pre: vfio-pci" in modprobe and "softdep nouveau pre: vfio-pci" in modprobe
     assert VFIO_MODULES <= image.early_modules()
     check_power_pieces(root, release)
+    check_mode_switches(root, release, newest)
 
     # Remove: the next boot gives the GPU back to the host.
     removed = apt(root, "remove", "-y", "gpupass-aurora-z")
@@ -205,6 +207,60 @@ def check_power_pieces(root: chroot.Chroot, release: chroot.Release) -> None:
     )
     assert root.run("udevadm", "verify", "/tmp/broken.rules", check=False).returncode != 0
     broken.unlink()
+
+
+ETC_MODPROBE = "etc/modprobe.d/gpupass-aurora-z.conf"
+MODE_FILES = (
+    ETC_MODPROBE,
+    "etc/dracut.conf.d/gpupass-aurora-z.conf",
+    "etc/udev/rules.d/70-gpupass-aurora-z-desktop.rules",
+    "var/lib/gpupass/mode",
+)
+
+
+def switch_mode(root: chroot.Chroot, release: chroot.Release, mode: str, was: str) -> None:
+    """gpupass mode as root on the release: one initramfs rebuild, by the release's own trigger."""
+    with root.mounts():
+        result = root.run("gpupass", "mode", mode)
+    output = result.stdout + result.stderr
+    assert f"gpupass mode: {mode} (was {was}); effective after a reboot" in output, output
+    assert triggers(output, release) == 1, output
+    assert root.run("gpupass", "mode").stdout == f"{mode}\n"
+
+
+def vfio_config(root: chroot.Chroot, kernel: str) -> list[str]:
+    """The package's vfio-pci lines as kmod applies them (the /etc override masking /usr/lib's file
+    of the same name): the ids and the softdeps that load vfio-pci first."""
+    config = root.run("modprobe", "-c", "-S", kernel).stdout.splitlines()
+    return [line for line in config if line.startswith("options vfio_pci ") or line.endswith(" pre: vfio-pci")]
+
+
+def check_mode_switches(root: chroot.Chroot, release: chroot.Release, newest: str) -> None:
+    """Boot mode to on-demand and back: GRUB's line, kmod's configuration and the initramfs each
+    time, read by their own tools. (apt remove from on-demand mode: test_install.py, where no
+    initramfs is rebuilt.)"""
+    switch_mode(root, release, "on-demand", "boot")
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {ON_DEMAND_ARGS}"
+    assert vfio_config(root, newest) == []
+    image = Image(root, release.initramfs, newest, "/tmp/initrd-on-demand")
+    # The image carries the override, so kmod masks the boot-mode file there too.
+    override = image.read(ETC_MODPROBE)
+    assert "options nvidia NVreg_DynamicPowerManagement=0x02" in override and "vfio-pci ids" not in override
+    if release.initramfs == "dracut":
+        assert not VFIO_MODULES & image.early_modules()
+    else:
+        # initramfs-tools reads modules.d without masking: vfio loads early, with no ids it binds nothing.
+        assert VFIO_MODULES <= image.early_modules()
+
+    switch_mode(root, release, "boot", "on-demand")
+    assert root.run("sh", "-c", GRUB_SETTINGS).stdout == f"quiet {GRUB_ARGS}"
+    assert "options vfio_pci ids=10de:25a2,10de:2291" in vfio_config(root, newest)
+    image = Image(root, release.initramfs, newest, "/tmp/initrd-boot")
+    assert image.read(ETC_MODPROBE) == ""
+    assert "options vfio-pci ids=10de:25a2,10de:2291" in image.read(MODPROBE)
+    assert VFIO_MODULES <= image.early_modules()
+    assert [p for p in MODE_FILES if (root.root / p).exists()] == []
+    root.run("rm", "-rf", "/tmp/initrd-on-demand", "/tmp/initrd-boot")
 
 
 def doctor_on_initramfs(root: chroot.Chroot, image: Image) -> str:
@@ -453,18 +509,45 @@ HOOKED_DOMAIN = """\
 """
 
 
+# A domain passing the model's dGPU through (libvirt defines it without the device present).
+PASSTHROUGH_DOMAIN = HOOKED_DOMAIN.replace("hooked", "passthrough").replace(
+    "</os>",
+    "</os>\n  <devices>\n    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
+    "      <source><address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source>\n"
+    "    </hostdev>\n  </devices>",
+)
+
+
 def test_the_libvirt_hook_records_what_the_dgpu_did_on_release(system, built: Path) -> None:
     """The release's libvirtd runs the package's hook (the link in /etc/libvirt/hooks/qemu.d) when
     a domain it applies to is released, and the installed gpupass power record writes its record
-    (here of the test machine's /sys, which has no aurora-z dGPU: the record says so)."""
+    (here of the test machine's /sys, which has no aurora-z dGPU: the record says so).
+
+    In on-demand mode the hook's claim at "prepare begin" refuses for the domain that passes the
+    dGPU through (the machine has none at 0000:01:00.0), so it does not start and virsh's error
+    carries the reason; the domain without it starts as before."""
     release, root = system
     if not set(chroot.NATIVE_ACPI_TABLE_PACKAGES) <= set(release.extra):
         pytest.skip("QEMU is in Debian 13's chroot only (chroot.RELEASES)")
+    if Path("/sys/bus/pci/devices/0000:01:00.0").exists():
+        pytest.skip("this machine has a PCI device at 0000:01:00.0, which the hook's claim would move")
     apt(root, "install", "-y", "--no-install-recommends", root.copy_in(built / "gpupass-aurora-z.deb"))
     (root.root / "etc/gpupass/power.conf").write_text("domain = hooked\n")
     (root.root / "tmp/hooked.xml").write_text(HOOKED_DOMAIN)
+    (root.root / "tmp/passthrough.xml").write_text(PASSTHROUGH_DOMAIN)
+    # The state gpupass mode on-demand writes (its initramfs rebuild is test_install_remove_purge's).
+    state = root.root / str(paths.MODE_STATE).lstrip("/")
+    state.parent.mkdir(exist_ok=True)
+    state.write_text("on-demand\n")
     record = root.root / str(paths.RELEASE_RECORD).lstrip("/")
     with release_libvirtd(root):
+        root.run("virsh", "-c", "qemu:///system", "define", "/tmp/passthrough.xml")
+        refused = root.run("virsh", "-c", "qemu:///system", "start", "passthrough", check=False)
+        assert refused.returncode == 1, refused
+        for reason in ("claim refused, nothing was written:", "no PCI device at 0000:01:00.0 (the model's gpu"):
+            assert reason in refused.stderr, refused.stderr
+        state = root.run("virsh", "-c", "qemu:///system", "domstate", "passthrough").stdout
+        assert state.strip() == "shut off"
         root.run("virsh", "-c", "qemu:///system", "define", "/tmp/hooked.xml")
         root.run("virsh", "-c", "qemu:///system", "start", "hooked")  # SeaBIOS with nothing to boot: it waits
         root.run("virsh", "-c", "qemu:///system", "destroy", "hooked")  # the test's own stop; then "release"

@@ -2,9 +2,9 @@
 
 Only assembles what each area registers. Laptop steps, run from the installed package: check,
 probe and report (laptop/onboarding), doctor (laptop/doctor), vbios (laptop/rom), vm (laptop/vm),
-power (laptop/power), gpu (laptop/gpu). Maintainer steps, run from the source tree (maintainer.py): models,
-validate, preview, render, build-deb, build-source, build-all, publish, ppa (left out of
---help where the source tree or the build side's jinja2 is absent).
+power (laptop/power), gpu (laptop/gpu), mode (laptop/mode). Maintainer steps, run from the source
+tree (maintainer.py): models, validate, preview, render, build-deb, build-source, build-all,
+publish, ppa (left out of --help where the source tree or the build side's jinja2 is absent).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from . import __version__, maintainer
 from .errors import GpupassError
 from .laptop.doctor import commands as doctor_commands
 from .laptop.gpu import commands as gpu_commands
+from .laptop.mode import commands as mode_commands
 from .laptop.onboarding import commands as onboarding_commands
 from .laptop.power import commands as power_commands
 from .laptop.rom import commands as rom_commands
@@ -30,6 +31,7 @@ AREAS = (
     vm_commands,
     power_commands,
     gpu_commands,
+    mode_commands,
     maintainer,
 )
 

@@ -43,6 +43,11 @@ def spec(constraint: Any, default: Any = dataclasses.MISSING, doc: str = "") -> 
 # The kernel argument that turns the IOMMU on, by CPU vendor.
 IOMMU_ARG = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
 
+# When the dGPU goes to vfio-pci: at boot, for good (vfio-pci.ids and the modprobe and initramfs
+# drop-ins), or on demand (the host drivers keep it; gpupass gpu claim hands it over when the VM
+# starts, release gives it back). ``gpupass mode`` switches an installed package's mode.
+MODES = ("boot", "on-demand")
+
 
 @dataclass(frozen=True, kw_only=True)
 class PciFunction:
@@ -224,6 +229,13 @@ class Model:
         doc="true when the values were read from the laptop itself (gpupass probe, or a reported working"
         " setup); false for a model written from a layout someone published, not yet confirmed on the hardware",
     )
+    mode: str = spec(
+        schema.OneOf(MODES),
+        default="boot",
+        doc="when the dGPU goes to vfio-pci: boot (at every boot, the host never uses it) or on-demand"
+        " (the host drivers keep it while the VM is off; the libvirt hook claims it when the VM starts);"
+        " the installed package's mode is switched with: sudo gpupass mode boot|on-demand",
+    )
     cpu: Cpu = spec(Cpu)
     gpu: Gpu = spec(Gpu)
     host: Host = spec(Host, default=None)
@@ -253,8 +265,21 @@ class Model:
 
     @property
     def kernel_args(self) -> tuple[str, ...]:
-        """The kernel arguments the package adds (GRUB drop-in) and gpupass doctor looks for, in order."""
-        return (IOMMU_ARG[self.cpu.vendor], "iommu=pt", "vfio-pci.ids=" + ",".join(self.gpu.ids))
+        """The kernel arguments the package adds (GRUB drop-in) in the model's own mode."""
+        return self.kernel_args_for(self.mode)
+
+    def kernel_args_for(self, mode: str) -> tuple[str, ...]:
+        """The kernel arguments of ``mode``, in order: the IOMMU always, vfio-pci.ids at boot only."""
+        iommu = (IOMMU_ARG[self.cpu.vendor], "iommu=pt")
+        return iommu + ("vfio-pci.ids=" + ",".join(self.gpu.ids),) if mode == "boot" else iommu
+
+    @property
+    def runtime_d3(self) -> bool:
+        """Whether the host's NVIDIA driver can power the idle dGPU off by itself (runtime D3,
+        NVreg_DynamicPowerManagement=0x02): Turing and later, whose device ids start at 0x1e00
+        (TU102 is 10de:1e02; Volta's and Pascal's are below)."""
+        f = self.gpu_function
+        return f.vendor == "10de" and int(f.device, 16) >= 0x1E00
 
 
 # Loading ------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ def load_model(arg: str) -> tuple[model.Model, Path]:
     return model.load(path, shown), path
 
 
-def installed_model() -> model.Model:
-    """The model of the installed gpupass-<model> package (model packages conflict: one at most)."""
-    found = sorted(paths.INSTALLED_MODELS.glob("*.toml"))
+def installed_model(root: Path = Path("/")) -> model.Model:
+    """The model of the installed gpupass-<model> package (model packages conflict: one at most),
+    under ``root`` (a fixture tree) when given."""
+    found = sorted((root / paths.INSTALLED_MODELS.relative_to("/")).glob("*.toml"))
     if len(found) != 1:
         raise GpupassError(
             f"{paths.INSTALLED_MODELS}: {len(found)} model files (expected the installed package's one)",

@@ -44,6 +44,31 @@ VM_RECORD = STATE_DIR / "vm"
 RELEASE_RECORD = STATE_DIR / "power-release.json"
 POWER_UNIT = "gpupass-power.service"
 LIBVIRT_HOOK = Path("/usr/lib/gpupass/libvirt-qemu-hook")
+# gpupass mode: the mode "gpupass mode" switched to (absent: the model's own), each mode's
+# variant of the files that differ by mode (shipped, copied into /etc by the switch), and the
+# maintainer scripts' shell functions the switch runs to regenerate GRUB's configuration.
+MODE_STATE = STATE_DIR / "mode"
+MODE_VARIANTS = SHARE / "modes"
+MAINTSCRIPT_FUNCTIONS = Path("/usr/lib/gpupass/maintscript-functions.sh")
+
+
+def mode_files(package: str) -> dict[str, tuple[Path, Path]]:
+    """The files that differ by mode, by variant name: (the one the package ships under /usr/lib,
+    its same-named override in /etc, which masks it). modprobe, dracut and udev all read /etc's
+    copy instead of /usr/lib's; initramfs-tools copies both modprobe.d directories into the image."""
+    return {
+        "modprobe.conf": (Path(f"/usr/lib/modprobe.d/{package}.conf"), Path(f"/etc/modprobe.d/{package}.conf")),
+        "dracut.conf": (
+            Path(f"/usr/lib/dracut/dracut.conf.d/{package}.conf"),
+            Path(f"/etc/dracut.conf.d/{package}.conf"),
+        ),
+        "udev.rules": (
+            Path(f"/usr/lib/udev/rules.d/70-{package}-desktop.rules"),
+            Path(f"/etc/udev/rules.d/70-{package}-desktop.rules"),
+        ),
+    }
+
+
 LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")  # where vm define puts a new disk
 # Looking Glass (gpupass vm --looking-glass): the shared memory file the package's tmpfiles.d
 # entry makes at boot, for the group libvirt's QEMU runs in on Debian and Ubuntu (libvirt-qemu is

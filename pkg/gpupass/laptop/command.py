@@ -26,3 +26,15 @@ def run(argv: list[str], package: str) -> str:
         stderr = result.stderr.strip()
         raise ToolError(f"{' '.join(argv)} failed ({result.returncode}){': ' + stderr if stderr else ''}")
     return result.stdout
+
+
+def stream(argv: list[str], package: str) -> None:
+    """Run ``argv`` with its output going straight to ours (what it says is for the user, as in
+    a maintainer script); a failure is its exit status, after what it printed."""
+    program = shutil.which(argv[0])
+    if program is None:
+        raise ToolError(f"{argv[0]} not found", hint=f"install {package}")
+    log.info("$ %s", " ".join(argv))
+    returncode = subprocess.run([program, *argv[1:]]).returncode
+    if returncode:
+        raise ToolError(f"{' '.join(argv)} failed ({returncode})")

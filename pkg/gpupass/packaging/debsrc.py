@@ -146,7 +146,9 @@ def overlay_debian(model: Model, debian: Path) -> None:
     }
     for src in sorted(paths.DEBIAN_DIR.rglob("*")):
         rel = src.relative_to(paths.DEBIAN_DIR)
-        if src.is_dir() or src.name == "maintscript-functions.sh":
+        # maintscript-functions.sh is pasted into the maintainer scripts, and shipped too
+        # (paths.MAINTSCRIPT_FUNCTIONS) for gpupass mode.
+        if src.is_dir():
             continue
         name = rel.name
         if name.startswith(OVERLAY_PREFIX):

@@ -22,6 +22,7 @@ from .artifacts import (
     dracut,
     grub,
     initramfs,
+    mode,
     modelfile,
     modprobe,
     nvpcf,
@@ -31,7 +32,21 @@ from .artifacts import (
     tmpfiles,
 )
 
-ARTIFACTS = (grub, modprobe, initramfs, dracut, domain, ssdt, nvpcf, systemd, apparmor, modelfile, power, tmpfiles)
+ARTIFACTS = (
+    grub,
+    modprobe,
+    initramfs,
+    dracut,
+    domain,
+    ssdt,
+    nvpcf,
+    systemd,
+    apparmor,
+    modelfile,
+    mode,
+    power,
+    tmpfiles,
+)
 
 
 class Templates:

@@ -21,6 +21,7 @@ from ..machine import Machine
 from .facts import Facts, Initramfs, Libvirt, gather
 from .finding import Finding, exit_status, report
 from .host import check_bindings, check_cmdline, check_cpu, check_group, check_initramfs, check_iommu
+from .mode import check_mode
 from .power import check_power
 from .rom import check_rom_table, check_vbios
 from .vm import check_apparmor, check_libvirt, check_looking_glass, check_nvpcf, check_ovmf, check_vm
@@ -42,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     check_vm,
     check_looking_glass,
     check_power,
+    check_mode,
 )
 
 

@@ -18,8 +18,10 @@ from ... import paths
 from ...errors import GpupassError
 from ...model import Model
 from .. import command
+from ..gpu import holders, switch
 from ..gpu.drivers import REBUILD_INITRAMFS
 from ..machine import Machine
+from ..mode import state
 from ..rom.store import origin_path
 from ..vm import libvirtconn
 
@@ -80,6 +82,10 @@ class Facts:
     nvpcf_aml: bool = False  # the package's NVPCF SSDT is there (guest.nvpcf)
     # Looking Glass's /dev/shm/looking-glass and /dev/kvmfr0, those that exist (laptop path -> state).
     shared_files: dict[str, SharedFile] = field(default_factory=dict)
+    mode: str = "boot"  # the installed package's mode (gpupass mode), else the model's
+    mode_problem: str = ""  # the mode's state file cannot be understood
+    # In on-demand mode, what claim would refuse for now (gpupass gpu claim's decision); None: not asked.
+    claim_refusals: tuple[str, ...] | None = None
 
 
 # Gathering ----------------------------------------------------------------------------
@@ -206,4 +212,17 @@ def gather(
             for p in (paths.LOOKING_GLASS_SHM, paths.KVMFR_DEVICE)
             if (state := shared_file(under(root, p))) is not None
         },
+        **_mode_facts(model, snapshot, root),
     )
+
+
+def _mode_facts(model: Model, snapshot: Machine, root: Path) -> dict:
+    """The mode, and in on-demand mode what claim would refuse for now (its own decision)."""
+    try:
+        mode = state.current(model, root)
+    except GpupassError as e:
+        return {"mode": model.mode, "mode_problem": e.lines()[0]}
+    if mode != "on-demand":
+        return {"mode": mode}
+    decision = switch.decide(switch.CLAIM, model, snapshot, holders.read(model, snapshot, root))
+    return {"mode": mode, "claim_refusals": decision.refusals}

@@ -85,7 +85,8 @@ def check_cmdline(model: Model, m: Machine, facts: Facts) -> list[Finding]:
                 " then sudo update-grub and reboot",
             )
         )
-    missing = [a for a in model.kernel_args if _normal(a) not in have]
+    wanted = model.kernel_args_for(facts.mode)
+    missing = [a for a in wanted if _normal(a) not in have]
     if missing:
         found.append(
             Finding(
@@ -97,7 +98,7 @@ def check_cmdline(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         )
     if not found:
-        found.append(Finding("cmdline", OK, f"the kernel command line has {' '.join(model.kernel_args)}"))
+        found.append(Finding("cmdline", OK, f"the kernel command line has {' '.join(wanted)}"))
     return found
 
 
@@ -118,6 +119,12 @@ def check_bindings(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         elif device.driver == VFIO_DRIVER:
             found.append(Finding("vfio-pci", OK, f"{what} is bound to vfio-pci"))
+        elif facts.mode == "on-demand" and device.driver is not None:
+            found.append(
+                Finding(
+                    "vfio-pci", OK, f"{what} is on its host driver {device.driver} (on-demand: until the VM starts)"
+                )
+            )
         elif device.driver is None:
             found.append(
                 Finding(
@@ -137,6 +144,8 @@ def check_bindings(model: Model, m: Machine, facts: Facts) -> list[Finding]:
 
 
 def check_initramfs(model: Model, m: Machine, facts: Facts) -> list[Finding]:
+    if facts.mode == "on-demand":
+        return []  # gpupass gpu claim loads vfio-pci when the VM starts: the initramfs need not have it
     release = m.kernel_release
     if release is None:
         return [Finding("initramfs", WARN, "cannot tell the running kernel (no /proc/sys/kernel/osrelease)",

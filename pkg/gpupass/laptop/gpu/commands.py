@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from ...errors import GpupassError
@@ -34,14 +35,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     options.add_root(pp, "read and write sysfs under DIR (a fixture tree)")
     for pp in gpu_commands.choices.values():
         options.add_model(pp)
+    for name in ("claim", "release"):
+        gpu_commands.choices[name].add_argument(
+            "--for-domain",
+            action="store_true",
+            help="(the libvirt hook) read the domain's XML on stdin; act only in on-demand mode and for a"
+            " domain that passes the model's dGPU through",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import machine
-    from . import holders, status, switch
+    from . import holders, hook, status, switch
 
     model = chosen_model(args.model)
     root = Path(args.root)
+    if getattr(args, "for_domain", False) and not hook.applies(model, root, sys.stdin.read()):
+        return 0
     if args.gpu_command in (switch.CLAIM, switch.RELEASE) and root == Path("/") and os.geteuid() != 0:
         raise GpupassError(f"gpupass gpu {args.gpu_command} writes to sysfs: run it as root (sudo)")
     snapshot = machine.read(root, rebar=False, processes=False)
