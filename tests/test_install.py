@@ -26,6 +26,7 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     installed = plain_chroot.run("apt-get", "install", "-y", deb)
     assert f"Setting up gpupass-aurora-z ({aurora_version})" in installed.stdout
     assert "gpupass-aurora-z is installed. At the next boot:" in installed.stdout
+    assert "vfio-pci claims the dGPU (10de:25a2, 10de:2291);" in installed.stdout
     # No GRUB in a bare chroot: the package says so instead of failing.
     assert "GRUB is not set up here" in installed.stderr
     for path in (
@@ -96,6 +97,10 @@ def test_apt_install_then_purge_leaves_nothing(plain_chroot: chroot.Chroot, buil
     # Overrides only where their consumer's /etc directory is (no kmod, udev or dracut here).
     written = [line.removeprefix("wrote /") for line in switched.stdout.splitlines() if line.startswith("wrote /")]
     assert MODE_STATE in written and all((plain_chroot.root / path).is_file() for path in written)
+    # The postinst's message (here from dpkg-reconfigure) follows the switched mode.
+    configured = plain_chroot.run("dpkg-reconfigure", "gpupass-aurora-z").stdout
+    assert "the dGPU (10de:25a2, 10de:2291) stays with its host\n    driver until the VM starts" in configured
+    assert "vfio-pci claims" not in configured
 
     # Remove: no rule, unit or hook is left; the settings stay (a conffile) until purge.
     plain_chroot.run("apt-get", "remove", "-y", "gpupass-aurora-z")

@@ -5,8 +5,10 @@ installed, how GRUB's drop-in reads the mode, and the refusals the user sees."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -120,13 +122,28 @@ def test_refuses_a_state_file_it_did_not_write(tmp_path: Path, capsys) -> None:
 
 
 def test_refuses_to_switch_when_not_root(tmp_path: Path) -> None:
-    """As a user, before reading or writing anything: the command on the real root."""
+    """As a user, before reading or writing anything: the command on the real root. As root, the
+    user is nobody, with a world-readable copy of the package and the system's python3 (the
+    checkout and its venv may be in root's own 0700 home)."""
     argv = [sys.executable, "-m", "gpupass", "mode", "on-demand"]
+    pkg = ROOT / "pkg"
+    shared = None
     if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "pkg")}
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert result.returncode == 1
+        shared = Path(tempfile.mkdtemp())
+        pkg = Path(shutil.copytree(ROOT / "pkg/gpupass", shared / "pkg/gpupass")).parent
+        for directory, _dirs, files in os.walk(shared):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(Path(directory) / name, 0o644)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", *argv[1:]]
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pkg)}, cwd="/"
+        )
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared)
+    assert result.returncode == 1, result.stderr
     assert result.stderr == (
         "gpupass: gpupass mode on-demand writes to /etc and /var/lib/gpupass: run it as root (sudo)\n"
     )

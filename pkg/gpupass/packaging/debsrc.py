@@ -141,6 +141,7 @@ def overlay_debian(model: Model, debian: Path) -> None:
         "#PACKAGE#": model.package,
         "#GPU_IDS#": ", ".join(model.gpu.ids),
         "#GPU_ID#": model.gpu_function.id,
+        "#MODE#": model.mode,
         "#KERNEL_ARGS#": " ".join(model.kernel_args),
         "#PREFLIGHT_PROGRAM#": preinst.program(model).rstrip("\n"),
     }
