@@ -210,31 +210,34 @@ def system(release: Release, tarball: Path, dest: Path) -> Chroot:
     return root
 
 
+def unpack_only(release: Release, tarball: Path, dest: Path) -> Chroot:
+    """``release``'s system as mmdebstrap made it (piuparts' base: it sets up its own copy)."""
+    return unpack(tarball, dest)
+
+
 class Rows:
-    """The rows of a release-matrix test, run at once: ``body(release, root)`` for each release,
-    in threads, each in its own system; the row's test waits for its own and raises what it
-    raised (an assertion, a skip). A row spends most of its time in dpkg, the initramfs tool and
-    apt waiting on the disk and the mirror, so three rows take about the time of one and a half.
+    """Rows of a release-matrix test, run at once: ``body(release, root)`` for each release in
+    ``chosen``, in threads, each in its own system (``make``: chroot.system, or unpack_only); the
+    row's test waits for its own and gets what it returned or raises what it raised (an
+    assertion, a skip). The body must keep to its own system: nothing process-wide (no chdir,
+    no environment, no monkeypatch). tests/matrix.py starts them."""
 
-    Only the rows the session selected run (``-k``, GPUPASS_RELEASES). The body must keep to its
-    own system: nothing process-wide (no chdir, no environment, no monkeypatch)."""
-
-    def __init__(self, session: pytest.Session, test: str, tarballs: dict[str, Path], scratch: Path, body) -> None:
-        wanted = {
-            item.callspec.params["release"].name
-            for item in session.items
-            if getattr(item, "originalname", None) == test and hasattr(item, "callspec")
-        }
-        chosen = [r for r in releases() if r.name in wanted]
-        self._pool = ThreadPoolExecutor(max_workers=max(len(chosen), 1), thread_name_prefix=test)
+    def __init__(self, chosen: list[Release], tarballs: dict[str, Path], scratch: Path, body, make=system) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(len(chosen), 1), thread_name_prefix=scratch.name)
 
         def row(release: Release):
-            return body(release, system(release, tarballs[release.name], scratch / release.name))
+            return body(release, make(release, tarballs[release.name], scratch / release.name))
 
         self._rows = {r.name: self._pool.submit(row, r) for r in chosen}
 
-    def result(self, release: Release) -> None:
-        self._rows[release.name].result()
+    def __contains__(self, name: str) -> bool:
+        return name in self._rows
+
+    def __getitem__(self, name: str):
+        return self._rows[name].result()
+
+    def result(self, release: Release):
+        return self[release.name]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

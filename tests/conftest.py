@@ -67,20 +67,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item.nodeid in wanted]
 
 
-class FreshMachineLast:
-    """The fresh machine's test only waits for its commands, which start when collection ends:
-    run last, the wait overlaps the whole session instead of its first minute. (After every
-    other reordering: pytest groups items by their session-scoped parameters.)"""
+TIER_ORDER = ("unit", "tool", "install", "vm")
+
+
+class TierOrder:
+    """The tiers one after another, fast ones first: unit, tool, install, vm. The install tier's
+    chroot phases (tests/matrix.py) start at its first test and run in threads beside the tests
+    that follow, which are then install tests only (a unit test that empties PATH would break
+    a row's mount). The fresh machine's test only waits for its commands, which start when
+    collection ends: it runs last, so that wait overlaps the whole session. (After every other
+    reordering: pytest groups items by their session-scoped parameters; the sort is stable.)"""
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         from .test_fresh_machine import TEST_NAME
 
-        items.sort(key=lambda item: item.name == TEST_NAME)  # stable: the rest keep their order
+        items.sort(key=lambda item: (item.name == TEST_NAME, TIER_ORDER.index(tier(item))))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(FreshMachineLast(), "gpupass-fresh-machine-last")
+    config.pluginmanager.register(TierOrder(), "gpupass-tier-order")
 
 
 # The fresh machine's set-up commands run beside the rest of the session (tests/test_fresh_machine.py).
@@ -245,18 +251,12 @@ def system(release_tarball, tmp_path: Path):
     return release, chroot.system(release, tarball, tmp_path / "root")
 
 
-def rows_at_once(request: pytest.FixtureRequest, test: str, tarballs: dict[str, Path], body) -> Iterator[chroot.Rows]:
-    """For a module fixture: ``test``'s rows (parametrized by ``release``) started at once (chroot.Rows)."""
-    rows = chroot.Rows(request.session, test, tarballs, request.getfixturevalue("tmp_path_factory").mktemp(test), body)
-    try:
-        yield rows
-    finally:
-        rows.close()
-
-
-# A parameter for a test whose rows run at once (rows_at_once): the release itself.
+# A parameter for a test whose rows run at once (tests/matrix.py): the release itself.
 EACH_RELEASE = pytest.mark.parametrize("release", chroot.releases(), ids=lambda r: r.name)
 
 
 # One libvirtd for the whole session, shared by the libvirt and vm-smoke tests.
 from .libvirt import libvirtd_fixture  # noqa: E402, F401  (provides the "libvirtd" fixture)
+
+# The install tier's chroot phases, started together at its first test.
+from .matrix import chroot_phases, chroot_phases_started  # noqa: E402, F401

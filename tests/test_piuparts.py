@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 from gpupass.packaging import repo
 
 from . import chroot
-from .conftest import git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import EACH_RELEASE, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
 
 pytestmark = pytest.mark.install
 
@@ -52,7 +51,11 @@ def build(clone: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def piuparts_builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+def piuparts_builds(chroot_phases) -> Builds:
+    return chroot_phases.piuparts_builds
+
+
+def make_builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     work = tmp_path_factory.mktemp("piuparts")
     clone = scratch_clone(work / "clone")
     previous = build(clone, work / "previous")
@@ -79,21 +82,10 @@ def field(deb: Path, name: str) -> str:
     return subprocess.run(["dpkg-deb", "-f", str(deb), name], check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def piuparts_runs(
-    release_tarballs: dict[str, Path], piuparts_builds: Builds, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, subprocess.CompletedProcess[str]]:
-    """piuparts on each Debian release's system (unpacked for --existing-chroot; it works on a
-    copy), all releases at once: a run mostly waits on apt, dpkg and its walks of the tree."""
-    rows = [release for release in chroot.releases() if release.name in PIUPARTS_RELEASES]
-
-    def run(release: chroot.Release) -> subprocess.CompletedProcess[str]:
-        where = tmp_path_factory.mktemp(f"piuparts-{release.name}") / "base"
-        base = chroot.unpack(release_tarballs[release.name], where)
-        return piuparts(release.suite, base.root, piuparts_builds.new, piuparts_builds.previous)
-
-    with ThreadPoolExecutor(max_workers=max(len(rows), 1)) as pool:
-        return dict(zip((release.name for release in rows), pool.map(run, rows), strict=True))
+def run_piuparts(release: chroot.Release, base: chroot.Chroot, builds: Builds) -> subprocess.CompletedProcess[str]:
+    """piuparts on a release's system (unpacked for --existing-chroot; it works on a copy). Both
+    releases run at once, beside the other chroot phases (tests/matrix.py)."""
+    return piuparts(release.suite, base.root, builds.new, builds.previous)
 
 
 # The initramfs the trigger writes again after purge has the same files as before the install
@@ -147,13 +139,13 @@ def assert_installed_upgraded_and_purged(log: str, old: str, new: str) -> None:
     assert -1 not in where and where == sorted(where), (dict(zip(steps, where, strict=True)), log[-6000:])
 
 
+@EACH_RELEASE
 def test_piuparts_installs_upgrades_and_purges_from_the_repository(
-    release_tarball, piuparts_runs: dict[str, subprocess.CompletedProcess[str]], piuparts_builds: Builds
+    release: chroot.Release, chroot_phases, piuparts_builds: Builds
 ) -> None:
-    release, _ = release_tarball
     if release.name not in PIUPARTS_RELEASES:
         pytest.skip(f"piuparts runs on {', '.join(PIUPARTS_RELEASES)} (one row per Debian release)")
-    result = piuparts_runs[release.name]
+    result = chroot_phases.rows["piuparts"][release.name]
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     old, new, _ = piuparts_builds.versions

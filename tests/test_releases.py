@@ -27,7 +27,7 @@ from gpupass.laptop.vm import pieces as vm_pieces
 from gpupass.laptop.vm import xmledit
 
 from . import chroot, libvirt
-from .conftest import EACH_RELEASE, ROOT, rows_at_once
+from .conftest import EACH_RELEASE, ROOT
 
 pytestmark = pytest.mark.install
 
@@ -93,22 +93,12 @@ def triggers(output: str, release: chroot.Release) -> int:
     return output.count(f"Processing triggers for {release.initramfs}")
 
 
-@pytest.fixture(scope="module")
-def boot_file_rows(request: pytest.FixtureRequest, release_tarballs: dict[str, Path], built: Path):
-    yield from rows_at_once(
-        request,
-        "test_install_remove_purge_boot_files",
-        release_tarballs,
-        lambda release, root: install_remove_purge_boot_files(release, root, built),
-    )
-
-
 @EACH_RELEASE
-def test_install_remove_purge_boot_files(release: chroot.Release, boot_file_rows: chroot.Rows) -> None:
+def test_install_remove_purge_boot_files(release: chroot.Release, chroot_phases) -> None:
     """Install, remove and purge on the release, with its kernel, initramfs tool, GRUB's
     settings and libvirt's AppArmor abstraction, each read back by its own tool (the three
-    releases' rows at once)."""
-    boot_file_rows.result(release)
+    releases' rows at once, beside the other phases: tests/matrix.py)."""
+    chroot_phases.rows["boot"].result(release)
 
 
 def install_remove_purge_boot_files(release: chroot.Release, root: chroot.Chroot, built: Path) -> None:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,13 +52,10 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
     return state
 
 
-def scenario(release: chroot.Release, tarball: Path, published: Path, work: Path) -> Run:
+def scenario(release: chroot.Release, root: chroot.Chroot, published: Path) -> Run:
+    """One release's row (in a system as chroot.system sets it up), beside the other chroot
+    phases (tests/matrix.py)."""
     run = Run(release)
-    work.mkdir()
-    root = chroot.unpack(tarball, work / "root")
-    root.run("cp", "/usr/share/grub/default/grub", "/etc/default/grub")  # what grub-pc's postinst does
-    if release.initramfs == "dracut":
-        (root.root / "etc/dracut.conf.d/10-hostonly.conf").write_text('hostonly="yes"\n')
     shutil.copytree(published, root.root / "srv/gpupass")
     (root.root / "etc/apt/sources.list.d/gpupass.sources").write_text(repo.sources_entry(Path("/srv/gpupass")))
     OTHER.build(root.root / "srv/other")
@@ -99,15 +95,13 @@ def scenario(release: chroot.Release, tarball: Path, published: Path, work: Path
     step("setup aurora-z", "gpupass", "setup", "--root", "/srv/aurora-z", "--yes")
     run.facts["local builds"] = (root.root / "var/lib/gpupass/local").exists()
     step("status aurora-z", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
-    shutil.rmtree(work / "root")
+    shutil.rmtree(root.root)
     return run
 
 
-@pytest.fixture(scope="session")
-def setup_runs(
-    release_tarballs: dict[str, Path], built: Path, built_tool: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Run]:
-    work = tmp_path_factory.mktemp("setup")
+def make_repository(tmp_path_factory: pytest.TempPathFactory, built: Path, built_tool: Path) -> Path:
+    """The signed repository with aurora-z's package and the tool, as `nox -s publish` makes it."""
+    work = tmp_path_factory.mktemp("setup-repo")
     home = work / "gnupg"
     key = new_signing_key(home)
     debs = [next(built.glob("gpupass-aurora-z_*_all.deb")), built_tool]
@@ -115,20 +109,15 @@ def setup_runs(
         env.setenv("GNUPGHOME", str(home))
         repo.publish(debs, work / "repo", key)
     stop_gpg_agent(home)
-    rows = [r for r in chroot.releases() if r.name in ROWS]
-
-    def one(release: chroot.Release) -> Run:
-        return scenario(release, release_tarballs[release.name], work / "repo", work / release.name)
-
-    with ThreadPoolExecutor(max_workers=max(len(rows), 1)) as pool:
-        return dict(zip((r.name for r in rows), pool.map(one, rows), strict=True))
+    return work / "repo"
 
 
 @pytest.fixture(params=ROWS)
-def row(request: pytest.FixtureRequest, setup_runs: dict[str, Run]) -> Run:
-    if request.param not in setup_runs:
+def row(request: pytest.FixtureRequest, chroot_phases) -> Run:
+    runs = chroot_phases.rows["setup"]
+    if request.param not in runs:
         pytest.skip(f"{request.param} is not in GPUPASS_RELEASES")
-    return setup_runs[request.param]
+    return runs[request.param]
 
 
 def ok(run: Run, name: str) -> str:

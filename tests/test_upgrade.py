@@ -23,7 +23,7 @@ from gpupass.laptop.vm import xmledit
 from gpupass.packaging import debsrc, repo
 
 from . import chroot, sysfs
-from .conftest import EACH_RELEASE, ROOT, git, gpupass, new_signing_key, rows_at_once, scratch_clone, stop_gpg_agent
+from .conftest import EACH_RELEASE, ROOT, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
 from .test_releases import APPARMOR_FIX, GRUB_ARGS, GRUB_SETTINGS, MODPROBE, NATIVE_DOMAIN, Image, apt, newest_kernel
 from .test_vbios import NVIDIA, RTX_3050_LAPTOP, rom_image
 
@@ -68,15 +68,18 @@ OTHER = "hp-victus-16-rtx4060"
 OTHER_GRUB_ARGS = "intel_iommu=on iommu=pt vfio-pci.ids=10de:28a0,10de:22be"
 
 
-@pytest.fixture(scope="session")
-def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model's package, to switch to."""
     model_file = ROOT / "models" / f"{OTHER}.toml"
     return debsrc.build_deb(model.load(model_file), model_file, tmp_path_factory.mktemp("other"))
 
 
 @pytest.fixture(scope="session")
-def versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
+def versions(chroot_phases) -> Versions:
+    return chroot_phases.versions
+
+
+def make_versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
     """Version N and N+1 of aurora-z's package in a signed repository, built from a scratch
     clone before and after a commit that changes the model (and the AppArmor template)."""
     work = tmp_path_factory.mktemp("upgrade")
@@ -135,30 +138,15 @@ def attached_domain(aurora: model.Model) -> str:
     return xmledit.to_text(root)
 
 
-@pytest.fixture(scope="module")
-def upgrade_rows(
-    request: pytest.FixtureRequest,
-    release_tarballs: dict[str, Path],
-    versions: Versions,
-    other_model: Path,
-    aurora: model.Model,
-):
-    yield from rows_at_once(
-        request,
-        "test_upgrade_refused_upgrade_and_model_switch",
-        release_tarballs,
-        lambda release, root: upgrade_refused_upgrade_and_model_switch(release, root, versions, other_model, aurora),
-    )
-
-
 @EACH_RELEASE
-def test_upgrade_refused_upgrade_and_model_switch(release: chroot.Release, upgrade_rows: chroot.Rows) -> None:
+def test_upgrade_refused_upgrade_and_model_switch(release: chroot.Release, chroot_phases) -> None:
     """N installed and set up; N+1 refused on a laptop the model is not for (N stays, whole);
     then upgraded: one initramfs rebuild, the new GRUB line, the admin's conffile kept; then
     another model's package installed over it. (One system for the three: each step starts
     from the state the one before leaves, as on a laptop, and the release's set-up and first
-    initramfs rebuild are paid once. The three releases' rows at once.)"""
-    upgrade_rows.result(release)
+    initramfs rebuild are paid once. The three releases' rows at once, beside the other
+    phases: tests/matrix.py.)"""
+    chroot_phases.rows["upgrade"].result(release)
 
 
 def upgrade_refused_upgrade_and_model_switch(
