@@ -24,6 +24,12 @@ SHARE = Path("/usr/share/gpupass")
 INSTALLED_MODELS = SHARE / "models"
 
 
+def under(root: Path, path: str | Path) -> Path:
+    """``path`` of the installed system as it is under ``root``: ``/`` on the laptop, a fixture
+    tree in the tests (``--root DIR``)."""
+    return root / str(path).lstrip("/")
+
+
 def installed_model(model_id: str) -> Path:
     return INSTALLED_MODELS / f"{model_id}.toml"
 

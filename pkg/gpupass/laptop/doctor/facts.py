@@ -17,6 +17,7 @@ from pathlib import Path
 from ... import paths
 from ...errors import GpupassError
 from ...model import Model
+from ...paths import under
 from .. import command
 from ..gpu import holders, switch
 from ..gpu.drivers import REBUILD_INITRAMFS
@@ -89,10 +90,6 @@ class Facts:
 
 
 # Gathering ----------------------------------------------------------------------------
-
-
-def under(root: Path, path: str | Path) -> Path:
-    return root / str(path).lstrip("/")
 
 
 def _read_text(path: Path) -> str | None:

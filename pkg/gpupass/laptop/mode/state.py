@@ -7,10 +7,7 @@ from pathlib import Path
 from ... import paths
 from ...errors import GpupassError
 from ...model import MODES, Model
-
-
-def under(root: Path, path: Path) -> Path:
-    return root / path.relative_to("/")
+from ...paths import under
 
 
 def current(model: Model, root: Path = Path("/")) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ... import paths
 from ...model import Model
-from .state import under
+from ...paths import under
 
 
 def write_atomically(path: Path, data: bytes) -> None:

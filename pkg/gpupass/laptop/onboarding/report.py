@@ -24,8 +24,8 @@ from typing import Any, TextIO
 from ... import __version__, paths
 from ...errors import GpupassError
 from ...model import Model, to_toml
+from ...paths import under
 from ..doctor.diagnose import examine
-from ..doctor.facts import under
 from ..doctor.finding import exit_status
 from ..doctor.finding import report as doctor_report
 from ..machine import Machine

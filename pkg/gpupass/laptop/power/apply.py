@@ -14,9 +14,10 @@ from typing import TextIO
 
 from ... import paths
 from ...errors import GpupassError
+from ...paths import under
 from .. import command, machine
 from ..vm import libvirtconn
-from .policy import NOTHING, NOTIFY, POLL_SECONDS, START, Config, decide, domain_name, load_config, under
+from .policy import NOTHING, NOTIFY, POLL_SECONDS, START, Config, decide, domain_name, load_config
 
 # What the user is told ----------------------------------------------------------------
 

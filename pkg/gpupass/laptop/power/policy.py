@@ -86,9 +86,5 @@ def decide(config: Config, on_ac: bool | None, domain_state: str) -> str:
 # The domain it applies to -------------------------------------------------------------
 
 
-def under(root: Path, path: Path) -> Path:
-    return root / str(path).lstrip("/")
-
-
 def domain_name(config: Config, root: Path) -> str | None:
     return config.domain or record.remembered_domain(root)

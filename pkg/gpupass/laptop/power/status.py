@@ -13,10 +13,11 @@ from typing import TextIO
 from ... import paths
 from ...errors import GpupassError
 from ...model import Model
+from ...paths import under
 from .. import machine
 from ..gpu.sleep import dgpu_sleep
 from ..vm import libvirtconn
-from .policy import domain_name, load_config, under
+from .policy import domain_name, load_config
 
 # record (the libvirt hook, on release) ------------------------------------------------
 
