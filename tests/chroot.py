@@ -1,7 +1,8 @@
 """Debian chroots made with mmdebstrap, for the install tier.
 
-The chroot is built once per test session into a tarball and unpacked afresh for each
-test, so tests cannot see each other's leftovers.
+Each system is made once into a tarball, kept between runs until the archive changes
+(make_tarball), and unpacked afresh for each test or row, so tests cannot see each other's
+leftovers.
 """
 
 from __future__ import annotations
