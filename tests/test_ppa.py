@@ -1,5 +1,6 @@
-"""PPA uploads as Launchpad receives them: signed, one per series, one orig tarball,
-checked by gpg, dscverify and dput (simulated, with the generated configuration)."""
+"""PPA uploads as Launchpad receives them: signed, one per package and series, one orig tarball
+per package, checked by gpg, dscverify and dput (simulated, with the generated configuration).
+Every upload set carries the tool package gpupass beside the models."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gpupass.packaging import ppa
 from .conftest import gpupass, scratch_clone
 
 UPLOADER = {"DEBFULLNAME": "Test Uploader", "DEBEMAIL": "uploader@example.org"}
+PACKAGES = ("gpupass-aurora-z", "gpupass")
 
 
 def field(text: str, name: str) -> str:
@@ -52,7 +54,7 @@ def test_uploads_are_signed_and_accepted(uploads: tuple[Path, str], tmp_path: Pa
     keyring = tmp_path / "keyring.gpg"
     subprocess.run(["gpg", "--batch", "--output", str(keyring), "--export"], check=True)
     signed = sorted(out.glob("*.dsc")) + sorted(out.glob("*_source.changes"))
-    assert len(signed) == 4
+    assert sorted(f.name.split("_")[0] for f in signed) == sorted(PACKAGES * 4)
     for f in signed:
         verify = subprocess.run(["gpg", "--batch", "--verify", str(f)], capture_output=True, text=True)
         assert verify.returncode == 0 and "Good signature" in verify.stderr, f.name
@@ -64,21 +66,26 @@ def test_uploads_are_signed_and_accepted(uploads: tuple[Path, str], tmp_path: Pa
     assert dscverify.returncode == 0, dscverify.stdout + dscverify.stderr
     assert "All files validated successfully." in dscverify.stdout
 
-    # dput --simulate with the generated configuration accepted both (it checks signatures
+    # dput --simulate with the generated configuration accepted all four (it checks signatures
     # and checksums), and nothing went anywhere.
     config = (out / "dput-ppa-owner-name.cf").read_text()
     assert "fqdn = ppa.launchpad.net\n" in config and "incoming = ~owner/ubuntu/name/\n" in config
-    assert "would upload gpupass-aurora-z " in stdout and stdout.count("to ppa:owner/name") == 2
+    for package in PACKAGES:
+        for series in ("noble", "resolute"):
+            assert re.search(rf"^would upload {package} \S+~{series}1 for {series} to ppa:owner/name ", stdout, re.M)
+    assert stdout.count("to ppa:owner/name") == 4
     assert "Uploading with ftp:" in stdout and not list(out.glob("*.upload"))
 
 
 @pytest.mark.tool
-def test_one_upload_per_series_sharing_one_orig(uploads: tuple[Path, str]) -> None:
+@pytest.mark.parametrize("package", PACKAGES)
+def test_one_upload_per_series_sharing_one_orig(uploads: tuple[Path, str], package: str) -> None:
     out, _ = uploads
-    origs = list(out.glob("*.orig.tar.gz"))
+    origs = list(out.glob(f"{package}_*.orig.tar.gz"))
     assert len(origs) == 1
-    noble = (out / next(p.name for p in out.glob("*~noble1_source.changes"))).read_text()
-    resolute = (out / next(p.name for p in out.glob("*~resolute1_source.changes"))).read_text()
+    noble = next(out.glob(f"{package}_*~noble1_source.changes")).read_text()
+    resolute = next(out.glob(f"{package}_*~resolute1_source.changes")).read_text()
+    assert field(noble, "Source") == package
     assert field(noble, "Distribution") == "noble" and field(resolute, "Distribution") == "resolute"
     for changes in (noble, resolute):
         assert field(changes, "Changed-By") == "Test Uploader <uploader@example.org>"
@@ -91,7 +98,7 @@ def test_one_upload_per_series_sharing_one_orig(uploads: tuple[Path, str]) -> No
     # both .dsc files name the same bytes.
     assert origs[0].name in noble and origs[0].name not in resolute
     sha = hashlib.sha256(origs[0].read_bytes()).hexdigest()
-    for dsc in out.glob("*.dsc"):
+    for dsc in out.glob(f"{package}_*.dsc"):
         assert f"{sha} {origs[0].stat().st_size} {origs[0].name}" in dsc.read_text()
 
 
@@ -104,8 +111,10 @@ def test_rebuilt_orig_is_the_same_bytes(
     again = tmp_path / "again"
     result = run_ppa(clone, "plucky", again, signing_key)
     assert result.returncode == 0, result.stderr
-    (first,) = out.glob("*.orig.tar.gz")
-    assert (again / first.name).read_bytes() == first.read_bytes()
+    origs = sorted(out.glob("*.orig.tar.gz"))
+    assert sorted(o.name.split("_")[0] for o in origs) == sorted(PACKAGES)
+    for first in origs:
+        assert (again / first.name).read_bytes() == first.read_bytes()
 
 
 @pytest.mark.tool
@@ -113,7 +122,7 @@ def test_uploaded_version_is_refused_before_dput_runs(
     uploads: tuple[Path, str], clone: Path, signing_key: str, tmp_path: Path
 ) -> None:
     out, _ = uploads
-    (changes,) = out.glob("*~noble1_source.changes")
+    (changes,) = out.glob("gpupass-aurora-z_*~noble1_source.changes")
     changes.with_name(f"{changes.stem}.ppa-owner-name.upload").write_text("uploaded\n")  # as dput leaves it
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -127,6 +136,27 @@ def test_uploaded_version_is_refused_before_dput_runs(
         f" ({changes.with_name(changes.stem + '.ppa-owner-name.upload')})"
     )
     assert not (tmp_path / "dput-ran").exists()
+
+
+@pytest.mark.tool
+def test_the_tool_already_uploaded_is_left_out_and_the_models_still_go(
+    uploads: tuple[Path, str], clone: Path, signing_key: str, tmp_path: Path
+) -> None:
+    """The tool rides along with whichever models are published: models uploaded one run at a
+    time from the same commit carry the tool once; the later runs leave it out and say so."""
+    out, _ = uploads
+    (tool,) = out.glob("gpupass_*~noble1_source.changes")
+    log = tool.with_name(f"{tool.stem}.ppa-owner-name.upload")
+    log.write_text("uploaded\n")  # as dput leaves it
+    env = {**UPLOADER, "GPUPASS_SIGNING_KEY": signing_key}
+    result = gpupass(
+        clone, "ppa", "hp-victus-16-rtx4060", "--series", "noble", "--ppa", "owner/name", "--out", str(out), env=env
+    )
+    assert result.returncode == 0, result.stderr
+    version = tool.name.split("_")[1]
+    assert f"left out gpupass {version} for noble: already uploaded to ppa:owner/name ({log})\n" in result.stdout
+    uploaded = re.findall(r"^would upload (\S+) \S+ for (\S+) ", result.stdout, re.M)
+    assert uploaded == [("gpupass-hp-victus-16-rtx4060", "noble")], result.stdout
 
 
 @pytest.mark.tool

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpupass import model
-from gpupass.packaging import debsrc, version
+from gpupass.packaging import debsrc, ppa, version
 
 from . import chroot
 from .conftest import ROOT
@@ -33,6 +33,16 @@ def noble(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> debs
     ver = version.of_model(MODEL_FILE)
     tree = debsrc.prepare(aurora, MODEL_FILE, tmp_path_factory.mktemp("noble"), ver)
     return debsrc.source_package(aurora, tree, ver, "noble", ver.for_series("noble"))
+
+
+@pytest.fixture(scope="module")
+def noble_tool(tmp_path_factory: pytest.TempPathFactory) -> debsrc.SourcePackage:
+    """The tool package's noble upload, made as `gpupass ppa` makes it (unsigned)."""
+    source = ppa.tool_source()
+    v = source.ver.for_series("noble")
+    tree = source.prepare(tmp_path_factory.mktemp("noble-tool"))
+    source.changelog(tree, "noble", v)
+    return debsrc.dpkg_source(tree, source.package, v, source.ver.epoch)
 
 
 def test_source_upload_files(source: Path, aurora_version: str) -> None:
@@ -68,21 +78,29 @@ def contents(deb: Path) -> dict[str, tuple[int, int, str, str, bytes]]:
         }
 
 
-def test_clean_builder_builds_noble_upload_from_build_depends_alone(
-    plain_chroot: chroot.Chroot, noble: debsrc.SourcePackage, built: Path
+def test_clean_builder_builds_the_noble_uploads_from_build_depends_alone(
+    plain_chroot: chroot.Chroot,
+    noble: debsrc.SourcePackage,
+    noble_tool: debsrc.SourcePackage,
+    built: Path,
+    built_tool: Path,
 ) -> None:
-    """What Launchpad does: install the Build-Depends, unpack, build offline; no gpupass, no PyPI."""
-    for f in noble.directory.iterdir():
-        if f.is_file():
-            plain_chroot.copy_in(f)
-    dsc = f"/tmp/{noble.dsc.name}"
+    """What Launchpad does with the model's upload and the tool's: install the Build-Depends,
+    unpack, build offline; no gpupass, no PyPI."""
     plain_chroot.run("apt-get", "update", "-q")
-    plain_chroot.run("apt-get", "build-dep", "-y", "-q", dsc)
-    plain_chroot.run("dpkg-source", "-x", dsc, "/tmp/build")
-    with plain_chroot.mounts():
-        build = "cd /tmp/build && dpkg-buildpackage -b -us -uc"
-        plain_chroot.run("sh", "-c", build, env={"HOME": "/tmp"}, network=False)
-    deb = plain_chroot.root / f"tmp/{noble.name}_{noble.version}_all.deb"
-    # Same files, modes, dates and bytes as `nox -s build-deb`, which builds the tree the .dsc is made
-    # of without packing and unpacking it: only the changelog names the series.
-    assert contents(deb) == contents(built / "gpupass-aurora-z.deb")
+    debs = {}
+    for upload in (noble, noble_tool):
+        for f in upload.directory.iterdir():
+            if f.is_file():
+                plain_chroot.copy_in(f)
+        dsc = f"/tmp/{upload.dsc.name}"
+        plain_chroot.run("apt-get", "build-dep", "-y", "-q", dsc)
+        plain_chroot.run("dpkg-source", "-x", dsc, f"/tmp/build-{upload.name}")
+        with plain_chroot.mounts():
+            build = f"cd /tmp/build-{upload.name} && dpkg-buildpackage -b -us -uc"
+            plain_chroot.run("sh", "-c", build, env={"HOME": "/tmp"}, network=False)
+        debs[upload.name] = plain_chroot.root / f"tmp/{upload.name}_{upload.version}_all.deb"
+    # Same files, modes, dates and bytes as `nox -s build-deb` and `gpupass build-tool`, which build
+    # the tree the .dsc is made of without packing and unpacking it: only the changelog names the series.
+    assert contents(debs["gpupass-aurora-z"]) == contents(built / "gpupass-aurora-z.deb")
+    assert contents(debs["gpupass"]) == contents(built_tool)

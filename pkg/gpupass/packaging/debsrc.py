@@ -217,16 +217,21 @@ def source_package(
     each PPA series: the orig tarball next to the tree is reused as it is)."""
     debian_version = debian_version or ver.debian
     write_changelog(model, tree, ver, distribution, debian_version)
+    return dpkg_source(tree, model.package, debian_version, ver.epoch)
+
+
+def dpkg_source(tree: Path, package: str, debian_version: str, epoch: int) -> SourcePackage:
+    """``dpkg-source -b`` of ``tree`` (its changelog written, its orig tarball beside it)."""
     tools.run(
         "dpkg-source",
         "-b",
         tree.name,
         cwd=tree.parent,
-        env={"SOURCE_DATE_EPOCH": str(ver.epoch)},
+        env={"SOURCE_DATE_EPOCH": str(epoch)},
         what="building the source package",
     )
-    dsc = tree.parent / f"{model.package}_{debian_version}.dsc"
-    return SourcePackage(model.package, debian_version, dsc, tree.parent)
+    dsc = tree.parent / f"{package}_{debian_version}.dsc"
+    return SourcePackage(package, debian_version, dsc, tree.parent)
 
 
 def make_source(model: Model, model_file: Path, scratch: Path, ver: version.Version | None = None) -> SourcePackage:

@@ -1,4 +1,5 @@
-"""Signed source uploads for a Launchpad PPA: one per model and Ubuntu series.
+"""Signed source uploads for a Launchpad PPA: one per model and Ubuntu series, and the tool
+package ``gpupass`` (``apt install gpupass``, then ``gpupass setup``) beside them.
 
 A PPA builds each source package for the one series its changelog names, so a model
 goes up once per series, as ``<version>~<series>1`` (a later series sorts higher, and
@@ -18,12 +19,13 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GpupassError
 from ..model import Model
-from . import debsrc, repo, tools, version
+from . import debsrc, repo, toolpkg, tools, version
 
 HOST = "ppa.launchpad.net"
 SERIES_NAME = re.compile(r"[a-z]+")
@@ -104,25 +106,75 @@ def changes_name(package: str, debian_version: str) -> str:
     return f"{package}_{debian_version}_source.changes"
 
 
-def build(model: Model, model_file: Path, series: list[str], key: str, out_dir: Path, target: Target) -> list[Upload]:
-    """Signed source packages of ``model`` for every series, delivered into ``out_dir``."""
+@dataclass(frozen=True)
+class Source:
+    """One source package to upload: its name and version, how its tree is made (with the orig
+    tarball beside it) and how its changelog is written for a series."""
+
+    package: str
+    ver: version.Version
+    prepare: Callable[[Path], Path]  # scratch directory -> the tree
+    changelog: Callable[[Path, str, str], None]  # tree, series, Debian version
+
+
+def model_source(model: Model, model_file: Path) -> Source:
     ver = version.of_model(model_file)
-    version.require_clean(ver, model.package)
-    planned = [(s, ver.for_series(s)) for s in series]
-    for s, v in planned:
-        log = upload_log(out_dir / changes_name(model.package, v), target)
-        if log.exists():
+    return Source(
+        model.package,
+        ver,
+        lambda scratch: debsrc.prepare(model, model_file, scratch, ver),
+        lambda tree, series, v: debsrc.write_changelog(model, tree, ver, series, v),
+    )
+
+
+def tool_source() -> Source:
+    """The tool package gpupass, which ``apt install gpupass`` and gpupass setup start from."""
+    ver = version.of_inputs(toolpkg.INPUTS)
+    return Source(
+        toolpkg.PACKAGE,
+        ver,
+        lambda scratch: toolpkg.prepare(scratch, ver),
+        lambda tree, series, v: toolpkg.write_changelog(tree, ver, series, v),
+    )
+
+
+def plan(
+    source: Source, series: list[str], out_dir: Path, target: Target, skip_uploaded: bool = False
+) -> list[tuple[str, str]]:
+    """The (series, version) uploads of ``source``. It must be committed, and a series whose
+    version is already uploaded is refused, or with ``skip_uploaded`` (the tool package, which
+    rides along with whichever models are published) left out and said so."""
+    version.require_clean(source.ver, source.package)
+    planned = []
+    for s in series:
+        v = source.ver.for_series(s)
+        log = upload_log(out_dir / changes_name(source.package, v), target)
+        if not log.exists():
+            planned.append((s, v))
+        elif skip_uploaded:
+            print(f"left out {source.package} {v} for {s}: already uploaded to {target} ({log})")
+        else:
             raise GpupassError(
-                f"{model.package} {v} ({s}) is already uploaded to {target} ({log})",
+                f"{source.package} {v} ({s}) is already uploaded to {target} ({log})",
                 hint=f"a PPA takes a version once: leave {s} out of SERIES, or commit a change for a new version",
             )
-    orig_name = f"{model.package}_{ver.upstream}.orig.tar.gz"
+    return planned
+
+
+def build(source: Source, planned: list[tuple[str, str]], key: str, out_dir: Path) -> list[Upload]:
+    """Signed uploads of ``source`` for the planned series, delivered into ``out_dir``: the first
+    carries the orig tarball, the others refer to it."""
+    if not planned:
+        return []
+    ver = source.ver
+    orig_name = f"{source.package}_{ver.upstream}.orig.tar.gz"
     with tempfile.TemporaryDirectory(prefix="gpupass-ppa-") as tmp:
-        tree = debsrc.prepare(model, model_file, Path(tmp), ver)
+        tree = source.prepare(Path(tmp))
         uploads = []
         for i, (s, v) in enumerate(planned):
-            debsrc.source_package(model, tree, ver, s, v)
-            changes = tree.parent / changes_name(model.package, v)
+            source.changelog(tree, s, v)
+            debsrc.dpkg_source(tree, source.package, v, ver.epoch)
+            changes = tree.parent / changes_name(source.package, v)
             tools.run(
                 "dpkg-genchanges",
                 "-S",
@@ -133,7 +185,7 @@ def build(model: Model, model_file: Path, series: list[str], key: str, out_dir: 
                 what=f"writing the {s} upload's .changes",
             )
             tools.run("debsign", "--no-conf", f"-k{key}", changes, what=f"signing the {s} upload")
-            uploads.append(Upload(model.package, v, s, out_dir / changes.name))
+            uploads.append(Upload(source.package, v, s, out_dir / changes.name))
         orig = tree.parent / orig_name
         previous = out_dir / orig_name
         if previous.exists() and previous.read_bytes() != orig.read_bytes():
@@ -169,16 +221,21 @@ def publish(
     upload: bool = False,
     key: str | None = None,
 ) -> list[Upload]:
-    """Build, sign and (simulate the) upload of every model for every series."""
+    """Build, sign and (simulate the) upload of every model, and of the tool package, for
+    every series."""
     target, series = Target.parse(ppa_text), parse_series(series_text)
     uploader()  # Maintainer and Changed-By come from the same variables (debsrc.maintainer)
     key = repo.signing_key(key)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / f"dput-{target.section}.cf"
     config.write_text(dput_config(target, series), encoding="utf-8")
+    # Every source is checked (committed, not uploaded) before anything is built.
+    plans = [(source, plan(source, series, out_dir, target)) for source in [model_source(m, f) for m, f in models]]
+    tool = tool_source()
+    plans.append((tool, plan(tool, series, out_dir, target, skip_uploaded=True)))
     uploads = []
-    for model, model_file in models:
-        uploads += build(model, model_file, series, key, out_dir, target)
+    for source, planned in plans:
+        uploads += build(source, planned, key, out_dir)
     dput(uploads, config, target, upload)
     print(f"dput configuration: {config}")
     return uploads

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .. import paths
-from . import changelog, debsrc, version
+from . import changelog, debsrc, orig, version
 
 PACKAGE = "gpupass"
 TOOL_DEBIAN = paths.SOURCE_ROOT / "tool" / "debian"
@@ -39,8 +39,9 @@ BUILD_NEEDS = (
     "debhelper",
     "dh-python",
 )
-# The tool's own inputs beside those of every model package.
-INPUTS = (*version.SHARED_INPUTS, "tool")
+# The tool's own inputs beside those of every model package, and the published models it
+# carries (gpupass setup matches the laptop against them): a new model is a new tool version.
+INPUTS = (*version.SHARED_INPUTS, "tool", "models")
 
 
 def stage(dest: Path, ver: version.Version) -> Path:
@@ -66,9 +67,21 @@ def stage(dest: Path, ver: version.Version) -> Path:
     for token, value in tokens.items():
         text = text.replace(token, value)
     control.write_text(text, encoding="utf-8")
+    write_changelog(tree, ver)
+    return tree
+
+
+def write_changelog(tree: Path, ver: version.Version, distribution: str = "unstable", debian_version: str = "") -> None:
     (tree / "debian" / "changelog").write_text(
-        changelog.render(PACKAGE, ver.debian, "unstable", debsrc.maintainer(), ver), encoding="utf-8"
+        changelog.render(PACKAGE, debian_version or ver.debian, distribution, debsrc.maintainer(), ver),
+        encoding="utf-8",
     )
+
+
+def prepare(scratch: Path, ver: version.Version) -> Path:
+    """The tree of the tool's source package (a PPA upload), its orig tarball beside it."""
+    tree = stage(scratch, ver)
+    orig.write(tree, scratch / f"{PACKAGE}_{ver.upstream}.orig.tar.gz", ver.epoch)
     return tree
 
 
