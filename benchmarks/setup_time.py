@@ -4,7 +4,7 @@
 
 In a chroot of Debian 12 (mmdebstrap, or --tarball) with the tool package installed from
 this checkout's build (`gpupass build-tool`), on the fixture of a published layout that no
-model is for (tests/layouts.py, turing-four-functions), each round times
+model is for (tests/layouts.py, dell-xps-15-9570), each round times
 
 1. ``gpupass setup --root FIXTURE --yes`` from start to installed (probe, build of
    gpupass-<id> on the laptop, apt's install of it in place of the tool);
@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "pkg"))
 from tests.layouts import LAYOUTS  # noqa: E402
 
 GOAL = 1.5
+FIXTURE = "dell-xps-15-9570"  # a published laptop's layout
+MODEL_ID = "dell-inc-xps-15-9570"  # the id gpupass probe gives it, from its DMI strings
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
@@ -70,22 +72,22 @@ def main() -> int:
         root.mkdir()
         subprocess.run(["tar", "-C", str(root), "-xf", str(tarball)], check=True)
         shutil.copy2(tool, root / "tmp/gpupass.deb")
-        LAYOUTS["turing-four-functions"].build(root / "srv/fixture")
+        LAYOUTS[FIXTURE].build(root / "srv/fixture")
         chroot(root, "apt-get", "update")
         chroot(root, "apt-get", "install", "--yes", "/tmp/gpupass.deb")
-        # The checkout with the probed model as models/unknown.toml, for nox (its own venv).
+        # The checkout with the probed model as models/<id>.toml, for nox (its own venv).
         clone = work / "clone"
         shutil.copytree(ROOT, clone, symlinks=True, ignore=shutil.ignore_patterns(".nox", "build", "__pycache__"))
         rows = []
         for n in range(args.runs + 1):
             setup = chroot(root, "gpupass", "setup", "--root", "/srv/fixture", "--yes")
-            shutil.copy2(root / "var/lib/gpupass/local/unknown.toml", clone / "models/unknown.toml")
-            chroot(root, "apt-get", "purge", "--yes", "gpupass-unknown")
+            shutil.copy2(root / f"var/lib/gpupass/local/{MODEL_ID}.toml", clone / f"models/{MODEL_ID}.toml")
+            chroot(root, "apt-get", "purge", "--yes", f"gpupass-{MODEL_ID}")
             shutil.rmtree(clone / "build", ignore_errors=True)
-            nox = timed(["nox", "-s", "build-deb", "MODEL=unknown"], cwd=clone)
-            shutil.copy2(clone / "build/gpupass-unknown.deb", root / "tmp/model.deb")
+            nox = timed(["nox", "-s", "build-deb", f"MODEL={MODEL_ID}"], cwd=clone)
+            shutil.copy2(clone / f"build/gpupass-{MODEL_ID}.deb", root / "tmp/model.deb")
             install = chroot(root, "apt-get", "install", "--yes", "/tmp/model.deb")
-            chroot(root, "apt-get", "purge", "--yes", "gpupass-unknown")
+            chroot(root, "apt-get", "purge", "--yes", f"gpupass-{MODEL_ID}")
             chroot(root, "apt-get", "install", "--yes", "/tmp/gpupass.deb")
             if n:
                 rows.append((setup, nox, install))

@@ -347,6 +347,36 @@ GROUP_WITH_A_NIC = Layout(
     battery={"energy_full_design": "48000000", "energy_full": "41000000", "voltage_min_design": "14400000"},
 )
 
+DELL_XPS_15_9570 = Layout(
+    name="dell-xps-15-9570",
+    source="https://github.com/jscinoz/optimus-vfio-docs/issues/2",
+    published="a Dell XPS 15 9570's IOMMU group: the root port `00:01.0 PCI bridge [0604]: Intel Xeon"
+    " E3-1200 v5/E3-1500 v5/6th Gen Core Processor PCIe Controller (x16) [8086:1901] (rev 07)` and"
+    " `01:00.0 3D controller [0302]: NVIDIA GP107M [GeForce GTX 1050 Ti Mobile] [10de:1c8c] (rev a1)`"
+    " (no audio function), the Intel iGPU beside it",
+    assumed="the group's number, the iGPU (the i7-8750H's UHD Graphics 630, 8086:3e9b) driving the panel,"
+    " the host bridge (8086:3ec4), BAR sizes (those of the MX330 in"
+    " https://github.com/canonical/nvidia-prime/pull/12), the CPU (i7-8750H: 6 cores with Hyper-Threading),"
+    " DMI strings (Dell's for the 9570), a 97 Wh battery; subsystem ids not published",
+    devices={
+        "0000:00:00.0": Dev("8086:3ec4", "0x060000", 0),
+        "0000:00:01.0": Dev("8086:1901", "0x060400", 1),
+        "0000:00:02.0": Dev("8086:3e9b", "0x030000", 2, boot_vga="1", driver="i915"),
+        "0000:01:00.0": Dev("10de:1c8c", "0x030200", 1, "0000:00:01.0", subsystem="0000:0000", bars=FIXED_NVIDIA_BARS),
+    },
+    cpu="GenuineIntel",
+    cpu_model="Intel(R) Core(TM) i7-8750H CPU @ 2.20GHz",
+    cores=smt(6, siblings_apart=True),
+    tables=("DMAR", "DSDT", "FACP"),
+    dmi={
+        "sys_vendor": "Dell Inc.",
+        "product_name": "XPS 15 9570",
+        "product_family": "XPS",
+        "chassis_type": "10",
+    },
+    battery={"charge_full_design": "8509000", "charge_full": "7900000", "voltage_min_design": "11400000"},
+)
+
 # The aurora-z with the firmware set to discrete graphics: the dGPU is the boot display.
 AURORA_Z_DGPU_BOOT = changed(changed(AURORA_Z.devices, "0000:01:00.0", boot_vga="1"), "0000:00:02.0", boot_vga="0")
 
@@ -361,5 +391,6 @@ LAYOUTS = {
         TURING_FOUR_FUNCTIONS,
         DESKTOP_ONLY_GPU,
         GROUP_WITH_A_NIC,
+        DELL_XPS_15_9570,
     )
 }

@@ -18,7 +18,7 @@ from .test_probe import DGPU_BOOT, NIC_GROUP
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 # A published layout (tests/layouts.py names its post) that no file in models/ is for.
-NOT_IN_MODELS = LAYOUTS["turing-four-functions"]
+NOT_IN_MODELS = LAYOUTS["dell-xps-15-9570"]  # a published laptop no file in models/ is for
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_run_twice_changes_nothing_and_a_changed_laptop_is_an_upgrade(tmp_path: 
     again = setup.plan(snapshot, NOW, lambda p: installed)
     assert again.up_to_date and again.local_number == 1
     # The laptop changed since (another GPU id after a BIOS update): the same package, one version up.
-    text = (state / f"{first.laptop.id}.toml").read_text().replace('id = "10de:21c4"', 'id = "10de:2182"')
+    text = (state / f"{first.laptop.id}.toml").read_text().replace('id = "10de:1c8c"', 'id = "10de:1c8d"')
     (state / f"{first.laptop.id}.toml").write_text(text)
     changed = setup.plan(snapshot, NOW, lambda p: installed)
     assert (changed.up_to_date, changed.package, changed.local_number) == (False, first.package, 2)
@@ -91,9 +91,11 @@ def test_dry_run_prints_the_summary_and_changes_nothing(tmp_path: Path, state: P
     root = NOT_IN_MODELS.build(tmp_path / "root")
     assert cli.main(["setup", "--root", str(root), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "laptop: Unknown (model unknown, package gpupass-unknown)"
-    assert "dGPU gpu: 0000:01:00.0 [10de:21c4], IOMMU group 1" in out
-    ids = "10de:21c4,10de:1aeb,10de:1aec,10de:1aed"
+    assert out[0] == (
+        "laptop: Dell Inc. XPS 15 9570 (model dell-inc-xps-15-9570, package gpupass-dell-inc-xps-15-9570)"
+    )
+    assert "dGPU gpu: 0000:01:00.0 [10de:1c8c], IOMMU group 1" in out
+    ids = "10de:1c8c"
     assert f"kernel arguments (GRUB drop-in): intel_iommu=on iommu=pt vfio-pci.ids={ids}" in out
     assert "gpupass vm define will make the VM 'win11-gpu' (16384 MiB, 10 vCPUs)" in out
     assert out[-1] == "--dry-run: nothing was changed"
@@ -117,7 +119,7 @@ def test_a_local_build_without_the_build_side_says_what_to_install(
     root = NOT_IN_MODELS.build(tmp_path / "root")
     assert cli.main(["setup", "--root", str(root), "--yes"]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "gpupass: building gpupass-unknown needs gpupass's build side, which is not installed",
+        "gpupass: building gpupass-dell-inc-xps-15-9570 needs gpupass's build side, which is not installed",
         "gpupass: hint: sudo apt install gpupass (it replaces the model package), then sudo gpupass setup again",
     ]
     assert not state.exists()

@@ -2,8 +2,8 @@
 whose only source of gpupass is the project's signed repository (repo.publish, as `nox -s
 publish` makes it, with a test key): the tool package and aurora-z's package in it.
 
-On a published layout no file in models/ is for (tests/layouts.py, turing-four-functions),
-setup builds gpupass-unknown and installs it in place of the tool; on aurora-z's layout it
+On a published laptop's layout no file in models/ is for (tests/layouts.py, dell-xps-15-9570),
+setup builds gpupass-dell-inc-xps-15-9570 and installs it in place of the tool; on aurora-z's layout it
 installs gpupass-aurora-z from the repository and builds nothing. Both releases run at once
 (each mostly waits on apt and dpkg), once per session; the tests read what they recorded.
 """
@@ -29,8 +29,9 @@ from .test_upgrade import initramfs_rebuilds
 pytestmark = pytest.mark.install
 
 ROWS = ("debian12", "debian13-dracut")
-OTHER = LAYOUTS["turing-four-functions"]  # published, and not in models/
-OTHER_IDS = ("10de:21c4", "10de:1aeb", "10de:1aec", "10de:1aed")
+OTHER = LAYOUTS["dell-xps-15-9570"]  # published, and not in models/
+OTHER_IDS = ("10de:1c8c",)
+OTHER_PACKAGE = "gpupass-dell-inc-xps-15-9570"  # probe's id from the laptop's DMI strings
 WATCHED = ("etc", "usr", "var/lib")  # what --dry-run must leave as it was
 
 
@@ -72,15 +73,15 @@ def scenario(release: chroot.Release, root: chroot.Chroot, published: Path) -> R
     after = tree_state(root.root)
     run.facts["dry run changed"] = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     step("setup other", "gpupass", "setup", "--root", "/srv/other", "--yes")
-    grub = root.root / "etc/default/grub.d/gpupass-unknown.cfg"
+    grub = root.root / f"etc/default/grub.d/{OTHER_PACKAGE}.cfg"
     run.facts["grub drop-in"] = grub.read_text() if grub.exists() else ""
     step("status", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
     step("setup again", "gpupass", "setup", "--root", "/srv/other", "--yes")
     # The model package's files, and a few of the tool's (removed when the model replaced it).
-    owned = set(root.run("dpkg-query", "-L", "gpupass-unknown", check=False).stdout.split())
+    owned = set(root.run("dpkg-query", "-L", OTHER_PACKAGE, check=False).stdout.split())
     owned |= {f"/usr/share/gpupass/source/{p}" for p in ("pkg/gpupass/packaging/debsrc.py", "debian/rules")}
-    step("remove", "apt-get", "remove", "--yes", "gpupass-unknown")
-    step("purge", "apt-get", "purge", "--yes", "gpupass-unknown")
+    step("remove", "apt-get", "remove", "--yes", OTHER_PACKAGE)
+    step("purge", "apt-get", "purge", "--yes", OTHER_PACKAGE)
     run.facts["left behind"] = sorted(
         p
         for p in owned
@@ -144,8 +145,8 @@ def test_dry_run_changes_nothing(row: Run) -> None:
 
 def test_setup_builds_and_installs_the_probed_model_in_place_of_the_tool(row: Run) -> None:
     out = ok(row, "setup other")
-    assert "no published model matches: gpupass-unknown is built here from the probed model" in out
-    assert "built and installed gpupass-unknown (gpupass-unknown.deb) from the probed model" in out
+    assert f"no published model matches: {OTHER_PACKAGE} is built here from the probed model" in out
+    assert f"built and installed {OTHER_PACKAGE} ({OTHER_PACKAGE}.deb) from the probed model" in out
     assert "Removing gpupass (" in out  # the tool, replaced: no dpkg error, no prompt
     assert initramfs_rebuilds(out, row.release.initramfs) == 1
     assert out.splitlines()[-4:] == [
@@ -155,12 +156,12 @@ def test_setup_builds_and_installs_the_probed_model_in_place_of_the_tool(row: Ru
         "  4. gpupass report: once Windows runs on the GPU, the facts to confirm this model for the next person",
     ]
     assert f"vfio-pci.ids={','.join(OTHER_IDS)}" in row.facts["grub drop-in"]
-    assert installed(ok(row, "status")) == ["gpupass-unknown 0.1.0+local1-1"]
+    assert installed(ok(row, "status")) == [f"{OTHER_PACKAGE} 0.1.0+local1-1"]
 
 
 def test_setup_again_changes_nothing(row: Run) -> None:
     assert ok(row, "setup again").splitlines()[-1] == (
-        "nothing to change: gpupass-unknown 0.1.0+local1-1 is installed for this laptop"
+        f"nothing to change: {OTHER_PACKAGE} 0.1.0+local1-1 is installed for this laptop"
     )
 
 
