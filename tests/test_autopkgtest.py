@@ -22,12 +22,16 @@ pytestmark = pytest.mark.install
 SOURCE_WARNINGS = {"newer-standards-version", "odd-historical-debian-changelog-version"}
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory, aurora: model.Model) -> tuple[debsrc.SourcePackage, Path]:
+def make_package(scratch: Path, aurora: model.Model) -> tuple[debsrc.SourcePackage, Path]:
     """The source package as `gpupass build-deb` makes it (the PPA's carries the same debian/),
     and its .deb built from the .dsc unpacked afresh; that tree stays, built."""
-    source = debsrc.make_source(aurora, ROOT / "models" / "aurora-z.toml", tmp_path_factory.mktemp("source"))
+    source = debsrc.make_source(aurora, ROOT / "models" / "aurora-z.toml", scratch)
     return source, debsrc.build_binary(source)
+
+
+@pytest.fixture(scope="session")
+def package(chroot_phases) -> tuple[debsrc.SourcePackage, Path]:
+    return chroot_phases.autopkgtest_package
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +58,25 @@ def test_the_source_package_carries_its_autopkgtests(source: Path) -> None:
     assert result.returncode == 0 and tags <= SOURCE_WARNINGS, result.stdout + result.stderr
 
 
-def test_autopkgtest_passes_in_a_chroot_testbed(
-    plain_chroot: chroot.Chroot, package: tuple[debsrc.SourcePackage, Path], tmp_path: Path
-) -> None:
+def run_autopkgtest(
+    plain_chroot: chroot.Chroot, package: tuple[debsrc.SourcePackage, Path], out: Path
+) -> subprocess.CompletedProcess[str]:
     """autopkgtest installs the .deb in the testbed (a Debian 12 chroot with python3 and
     systemd) and runs the tests of the built source tree: from a .dsc or an unbuilt tree it
-    would first install dpkg-dev there, from a mirror the testbed is not given."""
+    would first install dpkg-dev there, from a mirror the testbed is not given. It runs from the
+    session's start, beside the other chroot phases (tests/matrix.py)."""
     source, deb = package
-    out = tmp_path / "autopkgtest"
     tree = source.directory / "build-tree"
-    result = subprocess.run(
+    return subprocess.run(
         ["autopkgtest", "--output-dir", str(out), str(deb), f"{tree}/", "--", "chroot", str(plain_chroot.root)],
         capture_output=True,
         text=True,
+        env=chroot.HOST_ENV,
     )
+
+
+def test_autopkgtest_passes_in_a_chroot_testbed(chroot_phases) -> None:
+    result, out = chroot_phases.jobs["autopkgtest"].result()
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     assert "built-tree" in log

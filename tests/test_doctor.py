@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 
 from gpupass import cli, model
-from gpupass.laptop import machine
+from gpupass.laptop import command, machine
 from gpupass.laptop.doctor import diagnose as doctor_diagnose
 from gpupass.laptop.doctor import facts as doctor_facts
 from gpupass.laptop.doctor import finding as doctor_finding
@@ -714,7 +714,7 @@ def test_no_initramfs_lister_installed(tmp_path: Path, monkeypatch: pytest.Monke
     root = laptop(tmp_path)
     (root / "boot").mkdir()
     (root / f"boot/initrd.img-{KERNEL}").write_bytes(gzip.compress(cpio_newc({"init": b""})))
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.setattr(command, "find", lambda program: None)  # not the process's PATH: threads share it
     assert doctor_facts.list_initramfs(root, KERNEL) == doctor_facts.Initramfs(
         f"/boot/initrd.img-{KERNEL}",
         problem=f"cannot list /boot/initrd.img-{KERNEL}: neither lsinitramfs nor lsinitrd is installed",

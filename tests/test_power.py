@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from gpupass import cli, paths
 from gpupass.errors import GpupassError
-from gpupass.laptop import machine
+from gpupass.laptop import command, machine
 from gpupass.laptop.power import apply as power_apply
 from gpupass.laptop.power import policy as power_policy
 from gpupass.laptop.power import status as power_status
@@ -314,7 +314,9 @@ def test_without_notify_send_the_journal_still_has_it(tmp_path: Path, monkeypatc
     root = tmp_path / "root"
     (root / "run/user/65534").mkdir(parents=True)
     (root / "run/user/65534/bus").write_text("")
-    monkeypatch.setenv("PATH", str(tmp_path))  # neither runuser nor notify-send: the real command.run says so
+    # Neither runuser nor notify-send is installed: the real command.run says so. (command.find, not the
+    # process's PATH, which the install tier's threads share.)
+    monkeypatch.setattr(command, "find", lambda program: None)
     assert power_apply.notify_sessions("summary", "body", root) == []
 
 

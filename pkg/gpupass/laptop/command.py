@@ -15,9 +15,14 @@ from ..errors import ToolError
 log = logging.getLogger("gpupass")
 
 
+def find(program: str) -> str | None:
+    """Where ``program`` is on PATH, or None when it is not installed."""
+    return shutil.which(program)
+
+
 def run(argv: list[str], package: str) -> str:
     """Run ``argv`` and return its stdout; ``package`` is what to install when it is missing."""
-    program = shutil.which(argv[0])
+    program = find(argv[0])
     if program is None:
         raise ToolError(f"{argv[0]} not found", hint=f"install {package}")
     log.info("$ %s", " ".join(argv))
@@ -31,7 +36,7 @@ def run(argv: list[str], package: str) -> str:
 def stream(argv: list[str], package: str) -> None:
     """Run ``argv`` with its output going straight to ours (what it says is for the user, as in
     a maintainer script); a failure is its exit status, after what it printed."""
-    program = shutil.which(argv[0])
+    program = find(argv[0])
     if program is None:
         raise ToolError(f"{argv[0]} not found", hint=f"install {package}")
     log.info("$ %s", " ".join(argv))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import grp
 import re
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +121,7 @@ def list_initramfs(root: Path, release: str) -> Initramfs:
             fix=f"sudo update-initramfs -c -k {release} (or sudo dracut --force --kver {release})",
         )
     for program, package in INITRAMFS_LISTERS:
-        if shutil.which(program) is None:
+        if command.find(program) is None:
             continue  # the other initramfs tool's lister, then
         try:
             listing = command.run([program, str(under(root, image))], package)
