@@ -147,9 +147,9 @@ class Phases:
         if wanted["setup"]:
             from .test_setup_chroot import ROWS, make_repository, scenario
 
-            published = make_repository(self._factory, value("built"), value("built_tool"))
+            inputs = make_repository(self._factory, value("built"), value("built_tool"))
             wanted["setup"] = [r for r in wanted["setup"] if r.name in ROWS]
-            rows("setup", lambda release, root: scenario(release, root, published))
+            rows("setup", lambda release, root: scenario(release, root, inputs))
 
     def close(self) -> None:
         for rows in self.rows.values():

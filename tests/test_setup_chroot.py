@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from gpupass.packaging import repo
+from gpupass.packaging import repo, toolpkg
 
 from . import chroot
-from .conftest import new_signing_key, stop_gpg_agent
+from .conftest import ROOT, new_signing_key, scratch_clone, stop_gpg_agent
 from .layouts import AURORA_Z, LAYOUTS
 from .test_upgrade import initramfs_rebuilds
 
@@ -33,6 +33,8 @@ OTHER = LAYOUTS["dell-xps-15-9570"]  # published, and not in models/
 OTHER_IDS = ("10de:1c8c",)
 OTHER_PACKAGE = "gpupass-dell-inc-xps-15-9570"  # probe's id from the laptop's DMI strings
 WATCHED = ("etc", "usr", "var/lib")  # what --dry-run must leave as it was
+# README's command for a source checkout (checked against README.md below).
+SOURCE_CHECKOUT_SETUP = "PYTHONPATH=pkg python3 -m gpupass setup"
 
 
 @dataclass
@@ -53,11 +55,11 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
     return state
 
 
-def scenario(release: chroot.Release, root: chroot.Chroot, published: Path) -> Run:
+def scenario(release: chroot.Release, root: chroot.Chroot, inputs: Inputs) -> Run:
     """One release's row (in a system as chroot.system sets it up), beside the other chroot
     phases (tests/matrix.py)."""
     run = Run(release)
-    shutil.copytree(published, root.root / "srv/gpupass")
+    shutil.copytree(inputs.published, root.root / "srv/gpupass")
     (root.root / "etc/apt/sources.list.d/gpupass.sources").write_text(repo.sources_entry(Path("/srv/gpupass")))
     OTHER.build(root.root / "srv/other")
     AURORA_Z.build(root.root / "srv/aurora-z")
@@ -96,12 +98,26 @@ def scenario(release: chroot.Release, root: chroot.Chroot, published: Path) -> R
     step("setup aurora-z", "gpupass", "setup", "--root", "/srv/aurora-z", "--yes")
     run.facts["local builds"] = (root.root / "var/lib/gpupass/local").exists()
     step("status aurora-z", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
+    # README's command from a source checkout, with the tool package's Depends from Debian and
+    # no gpupass package installed.
+    step("purge aurora-z", "apt-get", "purge", "--yes", "gpupass-aurora-z")
+    step("build needs", "apt-get", "install", "--yes", *toolpkg.BUILD_NEEDS)
+    shutil.copytree(inputs.checkout, root.root / "srv/checkout", symlinks=True)
+    step("setup from checkout", "sh", "-c", f"cd /srv/checkout && {SOURCE_CHECKOUT_SETUP} --root /srv/other --yes")
+    step("status checkout", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
     shutil.rmtree(root.root)
     return run
 
 
-def make_repository(tmp_path_factory: pytest.TempPathFactory, built: Path, built_tool: Path) -> Path:
-    """The signed repository with aurora-z's package and the tool, as `nox -s publish` makes it."""
+@dataclass(frozen=True)
+class Inputs:
+    published: Path  # the signed repository with aurora-z's package and the tool
+    checkout: Path  # a clone of this checkout, what README's source-checkout command runs in
+
+
+def make_repository(tmp_path_factory: pytest.TempPathFactory, built: Path, built_tool: Path) -> Inputs:
+    """The signed repository with aurora-z's package and the tool, as `nox -s publish` makes it,
+    and a source checkout."""
     work = tmp_path_factory.mktemp("setup-repo")
     home = work / "gnupg"
     key = new_signing_key(home)
@@ -110,7 +126,9 @@ def make_repository(tmp_path_factory: pytest.TempPathFactory, built: Path, built
         env.setenv("GNUPGHOME", str(home))
         repo.publish(debs, work / "repo", key)
     stop_gpg_agent(home)
-    return work / "repo"
+    checkout = scratch_clone(work / "checkout")
+    shutil.rmtree(checkout / ".git")  # the command needs no git, and the laptop may have none
+    return Inputs(work / "repo", checkout)
 
 
 @pytest.fixture(params=ROWS)
@@ -179,3 +197,14 @@ def test_a_published_laptop_gets_the_published_package_and_nothing_is_built(row:
     assert row.facts["local builds"] is False
     status = installed(ok(row, "status aurora-z"))
     assert len(status) == 1 and status[0].startswith("gpupass-aurora-z 0.1.0+"), status
+
+
+def test_readme_s_source_checkout_command_builds_and_installs_the_probed_model(row: Run) -> None:
+    """`sudo PYTHONPATH=pkg python3 -m gpupass setup` in a checkout (no git in it), with the tool
+    package's Depends installed from Debian and no gpupass package: the same build and install."""
+    assert f"`sudo {SOURCE_CHECKOUT_SETUP}`" in (ROOT / "README.md").read_text()
+    ok(row, "purge aurora-z")
+    ok(row, "build needs")
+    out = ok(row, "setup from checkout")
+    assert f"built and installed {OTHER_PACKAGE} ({OTHER_PACKAGE}.deb) from the probed model" in out
+    assert installed(ok(row, "status checkout")) == [f"{OTHER_PACKAGE} 0.1.0+local1-1"]
