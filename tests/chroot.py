@@ -8,10 +8,12 @@ leftovers.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -197,6 +199,39 @@ class Chroot:
                 continue
             found.update(rel + name for name in dirnames + filenames)
         return found
+
+
+def release_stale_mounts(base: Path | None = None) -> list[str]:
+    """Unmount what a killed session left mounted in its chroots (/dev, /proc, /dev/shm under
+    its pytest-N directory), deepest first, before pytest one day deletes that directory: its
+    rm -rf would go down a bind mount of /dev into the host's. A session is dead when its
+    directory's .lock (pytest writes its pid there, and removes it at a normal exit) is gone
+    or names no running process; a live session's mounts are left alone. Returns what it
+    unmounted."""
+    base = base or Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            points = [Path(line.split()[1].replace("\\040", " ")) for line in f]  # a space is \040 there
+    except OSError:  # no /proc (a chroot without it): nothing to look at
+        return []
+    stale = []
+    for point in points:
+        if not point.is_relative_to(base) or point == base:
+            continue
+        session = base / point.relative_to(base).parts[0]
+        if not session_alive(session):
+            stale.append(point)
+    for point in sorted(set(stale), key=lambda p: len(p.parts), reverse=True):
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, env=HOST_ENV)
+    return [str(p) for p in stale]
+
+
+def session_alive(session: Path) -> bool:
+    try:
+        pid = int((session / ".lock").read_text())
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}").exists()
 
 
 def unpack(tarball: Path, dest: Path) -> Chroot:

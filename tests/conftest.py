@@ -87,6 +87,7 @@ class TierOrder:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(TierOrder(), "gpupass-tier-order")
+    chroot.release_stale_mounts()
 
 
 # The fresh machine's set-up commands run beside the rest of the session (tests/test_fresh_machine.py).
