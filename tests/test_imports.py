@@ -130,9 +130,9 @@ def test_the_laptop_side_is_grouped_by_area() -> None:
     folders = {p.parent.name for p in laptop.glob("*/__init__.py")}
     assert folders == AREAS
     # Below the areas, only what several of them share: the tool wrapper, the machine snapshot,
-    # the pre-flight checks (also the preinst's), the command-line options.
+    # the pre-flight checks (also the preinst's), the command-line options, the atomic writer.
     assert sorted(p.name for p in laptop.glob("*.py")) == [
-        "__init__.py", "command.py", "machine.py", "options.py", "preflight.py",
+        "__init__.py", "command.py", "files.py", "machine.py", "options.py", "preflight.py",
     ]  # fmt: skip
     # Each area that has commands registers them itself; cli.py only assembles.
     cli = (PKG / "gpupass" / "cli.py").read_text(encoding="utf-8")
@@ -142,9 +142,10 @@ def test_the_laptop_side_is_grouped_by_area() -> None:
 
 
 def test_the_shared_modules_import_no_area() -> None:
-    """The machine snapshot, the tool wrapper and the pre-flight checks are below every area."""
+    """The machine snapshot, the tool wrapper, the pre-flight checks, the options and the atomic
+    writer are below every area."""
     graph = import_graph(PKG)
-    for base in ("machine", "command", "preflight", "options"):
+    for base in ("machine", "command", "preflight", "options", "files"):
         above = {m for m in graph[f"gpupass.laptop.{base}"] if m.startswith("gpupass.laptop.")}
         assert above <= {"gpupass.laptop.machine"}, (base, above)
 

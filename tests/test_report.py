@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from gpupass import cli, model
-from gpupass.laptop import machine
+from gpupass.laptop import files, machine
 from gpupass.laptop.doctor import facts as doctor_facts
 from gpupass.laptop.onboarding import report, software
 from gpupass.laptop.power import status
-from gpupass.laptop.rom import store as rom_store
 from gpupass.laptop.rom.store import origin_record
 
 from .conftest import ROOT
@@ -231,7 +230,7 @@ def test_an_interrupted_write_keeps_the_old_report(tmp_path: Path, monkeypatch: 
         file.write(data[: len(data) // 2])
         raise OSError(28, os.strerror(28))
 
-    monkeypatch.setattr(rom_store, "_write_all", write_half_then_fail)
+    monkeypatch.setattr(files, "write_all", write_half_then_fail)
     status_, err = cli_main(["report", "--model", "aurora-z", "--root", str(root), "--out", str(out)])
     assert (status_, err) == (1, f"gpupass: cannot write {out}: No space left on device\n")
     assert out.read_text() == "the last report\n"

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpupass.laptop import files
 from gpupass.laptop.rom import acpi_table
 from gpupass.laptop.rom import commands as rom_commands
 from gpupass.laptop.rom import format as rom_format
@@ -687,7 +688,7 @@ def test_interrupted_write_leaves_no_file(
         raise interruption
 
     kernel.on_read = eio_while_bound
-    monkeypatch.setattr(rom_store, "_write_all", write_half_then_fail)
+    monkeypatch.setattr(files, "write_all", write_half_then_fail)
     with pytest.raises((KeyboardInterrupt, RomError)) as raised:
         extract(GPU_ADDRESS, GPU_ID, dest, kernel.top)
     if isinstance(interruption, OSError):

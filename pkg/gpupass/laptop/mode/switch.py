@@ -6,28 +6,12 @@ Back to the model's mode, all of them are removed. postrm remove removes them to
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ... import paths
 from ...model import Model
 from ...paths import under
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds either its old content or all of ``data``, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+from ..files import write_atomically
 
 
 def files(model: Model, mode: str, root: Path) -> dict[Path, bytes | None]:
@@ -53,7 +37,6 @@ def apply(planned: dict[Path, bytes | None]) -> list[Path]:
         if data is None:
             path.unlink(missing_ok=True)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, data)
             written.append(path)
     return written

@@ -25,13 +25,14 @@ from ... import __version__, paths
 from ...errors import GpupassError
 from ...model import Model, to_toml
 from ...paths import under
+from .. import files
 from ..doctor.diagnose import examine
 from ..doctor.finding import exit_status
 from ..doctor.finding import report as doctor_report
 from ..machine import Machine
 from ..power.status import read_record, record_line
 from ..rom.format import RomError, parse_id, validate
-from ..rom.store import origin_path, recorded_origin, store
+from ..rom.store import origin_path, recorded_origin
 from . import identifiers, software
 
 QEMU_PACKAGE, OVMF_PACKAGE = "qemu-system-x86", "ovmf"
@@ -298,7 +299,10 @@ def cli(
     text = make(model, root, as_json=as_json, **ask)
     where = f"open an issue at {ISSUE_TRACKER} and paste it (nothing was sent anywhere)"
     if out_file:
-        store(text.encode("utf-8"), Path(out_file))  # atomically: the old file or the whole report
+        try:  # atomically: the old file or the whole report
+            files.write_atomically(Path(out_file), text.encode("utf-8"))
+        except OSError as e:
+            raise GpupassError(f"cannot write {out_file}: {e.strerror}") from None
         print(f"wrote {out_file}: {where}", file=stderr or sys.stderr)
     else:
         (stdout or sys.stdout).write(text)

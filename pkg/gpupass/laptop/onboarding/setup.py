@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ... import model, paths
 from ...errors import GpupassError
-from .. import machine
+from .. import files, machine
 from . import probe
 
 LOCAL_DIR = paths.STATE_DIR / "local"
@@ -137,11 +137,8 @@ def summary(plan: Plan, snapshot: machine.Machine) -> list[str]:
 
 def build_local(plan: Plan) -> Path:
     """Write the probed model under LOCAL_DIR and build its package there (another process)."""
-    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
     model_file = LOCAL_DIR / f"{plan.laptop.id}.toml"
-    part = model_file.with_name(f".{model_file.name}.part")
-    part.write_text(plan.probed.toml(), encoding="utf-8")
-    os.replace(part, model_file)
+    files.write_atomically(model_file, plan.probed.toml().encode("utf-8"))
     source = source_root()
     argv = [sys.executable, "-m", "gpupass", "build-deb", str(model_file), "--local", str(plan.local_number)]
     result = subprocess.run(

@@ -7,15 +7,13 @@ Standard library only.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from .. import files
 from . import acpi_table
 from .format import RomError, RomReport, validate
 
@@ -85,36 +83,11 @@ def install(report: RomReport, dest: Path, origin: str, tried: tuple[str, ...] =
 
 def store(rom: bytes, dest: Path) -> None:
     """Put ``rom`` at ``dest`` so that readers see the old file or the complete new one, never
-    a part of it, even across a crash: temp file beside it, fsync, rename, fsync the directory."""
+    a part of it, even across a crash (files.write_atomically)."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                _write_all(file, rom)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temp, 0o644)  # the qemu process reads it as another user
-            os.replace(temp, dest)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        _fsync_directory(dest.parent)
+        files.write_atomically(dest, rom)
     except OSError as e:
         raise RomError(f"cannot write {dest}: {e.strerror}") from None
-
-
-def _write_all(file: BinaryIO, data: bytes) -> None:
-    """A seam of its own so tests can interrupt the write half way through."""
-    file.write(data)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def present_rom(dest: Path, expected_vendor: int, expected_device: int) -> RomReport | None:
