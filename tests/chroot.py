@@ -281,20 +281,16 @@ def unpack_only(release: Release, tarball: Path, dest: Path) -> Chroot:
 
 class Rows:
     """Rows of a release-matrix test, run at once: ``body(release, root)`` for each release in
-    ``chosen``, in threads, each in its own system (``make``: chroot.system, or unpack_only; removed
-    when the body returns, kept when it raises); the row's test waits for its own and gets what
-    it returned or raises what it raised (an assertion, a skip). The body must keep to its own
-    system: nothing process-wide (no chdir, no environment, no monkeypatch). tests/matrix.py
-    starts them."""
+    ``chosen``, in threads, each in its own system (``make``: chroot.system, or unpack_only); the
+    row's test waits for its own and gets what it returned or raises what it raised (an
+    assertion, a skip). The body must keep to its own system: nothing process-wide (no chdir,
+    no environment, no monkeypatch). tests/matrix.py starts them."""
 
     def __init__(self, chosen: list[Release], tarballs: dict[str, Path], scratch: Path, body, make=system) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(len(chosen), 1), thread_name_prefix=scratch.name)
 
         def row(release: Release):
-            dest = scratch / release.name
-            result = body(release, make(release, tarballs[release.name], dest))
-            shutil.rmtree(dest, ignore_errors=True)  # a row that raised keeps its system, to be looked at
-            return result
+            return body(release, make(release, tarballs[release.name], scratch / release.name))
 
         self._rows = {r.name: self._pool.submit(row, r) for r in chosen}
 

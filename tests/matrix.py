@@ -18,7 +18,6 @@ a GNUPGHOME of its own) reaches them.
 from __future__ import annotations
 
 import functools
-import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,13 +112,7 @@ class Phases:
         def job(name: str, body) -> None:
             plain = value("plain_chroot_tarball")
             scratch = self._factory.mktemp(name)
-
-            def run():
-                result = body(chroot.unpack(plain, scratch / "root"), scratch)
-                shutil.rmtree(scratch / "root", ignore_errors=True)  # kept when the body raised
-                return result
-
-            self.jobs[name] = self._pool.submit(run)
+            self.jobs[name] = self._pool.submit(lambda: body(chroot.unpack(plain, scratch / "root"), scratch))
 
         if wanted["boot"]:
             from .test_releases import install_remove_purge_boot_files

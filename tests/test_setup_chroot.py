@@ -105,6 +105,7 @@ def scenario(release: chroot.Release, root: chroot.Chroot, inputs: Inputs) -> Ru
     shutil.copytree(inputs.checkout, root.root / "srv/checkout", symlinks=True)
     step("setup from checkout", "sh", "-c", f"cd /srv/checkout && {SOURCE_CHECKOUT_SETUP} --root /srv/other --yes")
     step("status checkout", "dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", "gpupass*")
+    shutil.rmtree(root.root)
     return run
 
 
