@@ -915,6 +915,39 @@ def test_on_demand_still_wants_the_iommu_on_the_command_line(tmp_path: Path) -> 
     )
 
 
+PENDING_HINT = "(fix: reboot (with the VM shut down))"
+
+
+def test_a_switch_to_on_demand_waits_for_the_reboot(tmp_path: Path) -> None:
+    """gpupass mode on-demand, no reboot yet: the running kernel still has vfio-pci.ids, the dGPU
+    is on vfio-pci; doctor says the switch takes effect at the next boot."""
+    root = laptop(tmp_path)  # booted in boot mode
+    (root / "var/lib/gpupass/mode").write_text("on-demand\n")
+    status, lines = run(root)
+    assert problems(lines) == [
+        "warn: the running kernel was started in boot mode: on-demand mode takes effect at the next boot "
+        + PENDING_HINT
+    ]
+    assert status == 2
+
+
+def test_a_switch_back_to_boot_is_the_command_line_check_s(tmp_path: Path) -> None:
+    """gpupass mode boot removes the state file, so nothing records the switch: the command line
+    without vfio-pci.ids is the command-line check's failure, whose fix is the reboot; no pending
+    switch is claimed from the command line alone."""
+    root = on_demand(tmp_path)  # booted in on-demand mode
+    (root / "var/lib/gpupass/mode").unlink()
+    lines = run(root)[1]
+    lacks = "fail: the kernel command line lacks vfio-pci.ids=10de:25a2,10de:2291 (/proc/cmdline) (fix: sudo"
+    assert any(line.startswith(lacks) for line in lines)
+    assert not [line for line in lines if "takes effect at the next boot" in line]
+
+
+def test_no_switch_is_pending_when_the_running_kernel_has_the_mode_s_arguments(tmp_path: Path) -> None:
+    for root in (laptop(tmp_path / "boot"), on_demand(tmp_path / "on-demand")):
+        assert not [line for line in run(root)[1] if "takes effect at the next boot" in line]
+
+
 def test_boot_mode_with_the_dgpu_on_its_host_driver_still_fails(tmp_path: Path) -> None:
     lines = run(laptop(tmp_path, devices=ON_HOST))[1]
     assert any(line.startswith("fail: 0000:01:00.0 (gpu 10de:25a2) is held by nouveau, not vfio-pci") for line in lines)

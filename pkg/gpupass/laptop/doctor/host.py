@@ -61,7 +61,7 @@ def check_iommu(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     return [Finding("iommu", OK, f"the IOMMU is on (ACPI {table} table, {units}, {groups} IOMMU groups)")]
 
 
-def _normal(token: str) -> str:
+def normal_arg(token: str) -> str:
     """A kernel argument as the kernel matches it: a module's name with _ for - (vfio-pci.ids = vfio_pci.ids)."""
     name, eq, value = token.partition("=")
     module, dot, parameter = name.partition(".")
@@ -72,7 +72,7 @@ def check_cmdline(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     if m.cmdline is None:
         return [Finding("cmdline", FAIL, "cannot read /proc/cmdline", "run gpupass doctor on the laptop itself")]
     tokens = m.cmdline.split()
-    have = {_normal(t) for t in tokens}
+    have = {normal_arg(t) for t in tokens}
     found = []
     off = [t for t in tokens if t in IOMMU_OFF]
     if off:
@@ -86,7 +86,7 @@ def check_cmdline(model: Model, m: Machine, facts: Facts) -> list[Finding]:
             )
         )
     wanted = model.kernel_args_for(facts.mode)
-    missing = [a for a in wanted if _normal(a) not in have]
+    missing = [a for a in wanted if normal_arg(a) not in have]
     if missing:
         found.append(
             Finding(
