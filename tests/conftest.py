@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -159,15 +160,24 @@ def stop_gpg_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
-@pytest.fixture
-def signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A throwaway key in a private keyring ($GNUPGHOME); yields its fingerprint, then stops
-    the gpg-agent that keyring started."""
-    home = tmp_path / "gnupg"
+@contextlib.contextmanager
+def throwaway_key(home: Path) -> Iterator[str]:
+    """A throwaway key in a private keyring at ``home``, $GNUPGHOME for the block; yields its
+    fingerprint, then stops the gpg-agent that keyring started."""
     key = new_signing_key(home)
-    monkeypatch.setenv("GNUPGHOME", str(home))
-    yield key
-    stop_gpg_agent(home)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("GNUPGHOME", str(home))
+            yield key
+    finally:
+        stop_gpg_agent(home)
+
+
+@pytest.fixture
+def signing_key(tmp_path: Path) -> Iterator[str]:
+    """throwaway_key for one test."""
+    with throwaway_key(tmp_path / "gnupg") as key:
+        yield key
 
 
 def git(repo: Path, *args: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 from gpupass.packaging import repo, toolpkg
 
 from . import chroot
-from .conftest import ROOT, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import ROOT, scratch_clone, throwaway_key
 from .layouts import AURORA_Z, LAYOUTS
 from .test_upgrade import initramfs_rebuilds
 
@@ -119,13 +119,9 @@ def make_repository(tmp_path_factory: pytest.TempPathFactory, built: Path, built
     """The signed repository with aurora-z's package and the tool, as `nox -s publish` makes it,
     and a source checkout."""
     work = tmp_path_factory.mktemp("setup-repo")
-    home = work / "gnupg"
-    key = new_signing_key(home)
     debs = [next(built.glob("gpupass-aurora-z_*_all.deb")), built_tool]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GNUPGHOME", str(home))
+    with throwaway_key(work / "gnupg") as key:
         repo.publish(debs, work / "repo", key)
-    stop_gpg_agent(home)
     checkout = scratch_clone(work / "checkout")
     shutil.rmtree(checkout / ".git")  # the command needs no git, and the laptop may have none
     return Inputs(work / "repo", checkout)

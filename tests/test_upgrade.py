@@ -23,7 +23,7 @@ from gpupass.laptop.vm import xmledit
 from gpupass.packaging import debsrc, repo
 
 from . import chroot, sysfs
-from .conftest import EACH_RELEASE, ROOT, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import EACH_RELEASE, ROOT, git, gpupass, scratch_clone, throwaway_key
 from .test_releases import APPARMOR_FIX, GRUB_ARGS, GRUB_SETTINGS, MODPROBE, NATIVE_DOMAIN, Image, apt, newest_kernel
 from .test_vbios import NVIDIA, RTX_3050_LAPTOP, rom_image
 
@@ -93,15 +93,11 @@ def make_versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
     shutil.rmtree(clone / "build")
     new = shutil.copy2(build(clone), work)
 
-    home = work / "gnupg"
-    key = new_signing_key(home)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GNUPGHOME", str(home))
-        published = work / "repo"
+    published = work / "repo"
+    with throwaway_key(work / "gnupg") as key:
         repo.publish([Path(old)], published, key)
         shutil.copytree(published, work / "repo-old")
         repo.publish([Path(new)], published, key)
-    stop_gpg_agent(home)
     return Versions(version_of(Path(old)), version_of(Path(new)), work / "repo-old", published)
 
 
