@@ -32,7 +32,7 @@ import pytest
 from gpupass.packaging import repo
 
 from . import chroot
-from .conftest import EACH_RELEASE, git, gpupass, new_signing_key, scratch_clone, stop_gpg_agent
+from .conftest import EACH_RELEASE, git, gpupass, scratch_clone, throwaway_key
 
 pytestmark = pytest.mark.install
 
@@ -77,12 +77,8 @@ def make_builds(tmp_path_factory: pytest.TempPathFactory, tool: Path) -> Builds:
     git(clone, "commit", "--quiet", "-am", "a postinst that leaves a file behind")
     leaky = build(clone, work / "leaky")
 
-    home = work / "gnupg"
-    key = new_signing_key(home)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GNUPGHOME", str(home))
+    with throwaway_key(work / "gnupg") as key:
         repo.publish([previous, tool], work / "repo", key)
-    stop_gpg_agent(home)
     versions = tuple(field(deb, "Version") for deb in (previous, new, leaky))
     return Builds(work / "repo", new, leaky, versions, tool)
 
@@ -162,8 +158,14 @@ def assert_installed_upgraded_and_purged(log: str, old: str, new: str) -> None:
         "debsums",
         f"Purging configuration files for {package} ({new}) ...",
     ]
+    assert_in_order(log, steps)
+
+
+def assert_in_order(log: str, steps: list[str]) -> None:
+    """``steps`` appear in ``log`` in this order; else the positions and the log's lines about gpupass."""
     where = [log.find(step) for step in steps]
-    assert -1 not in where and where == sorted(where), (dict(zip(steps, where, strict=True)), log[-6000:])
+    lines = "\n".join(line for line in log.splitlines() if "gpupass" in line and "DEBUG" not in line)
+    assert -1 not in where and where == sorted(where), (dict(zip(steps, where, strict=True)), lines[-8000:])
 
 
 @EACH_RELEASE
@@ -198,13 +200,6 @@ def test_piuparts_fails_a_build_that_leaves_a_file_after_purge(chroot_phases, pi
         -6000:
     ]
     assert "ERROR: FAIL: Installation, upgrade and purging tests." in log
-
-
-def assert_in_order(log: str, steps: list[str]) -> None:
-    """``steps`` appear in ``log`` in this order; else the positions and the log's lines about gpupass."""
-    where = [log.find(step) for step in steps]
-    lines = "\n".join(line for line in log.splitlines() if "gpupass" in line and "DEBUG" not in line)
-    assert -1 not in where and where == sorted(where), (dict(zip(steps, where, strict=True)), lines[-8000:])
 
 
 @pytest.fixture(scope="module")
