@@ -108,15 +108,21 @@ def stdeb_cfg(model: Model) -> str:
     )
 
 
+def copy_sources(dest: Path, dirs: tuple[str, ...] = ()) -> None:
+    """STAGED_FILES, STAGED_DIRS and ``dirs`` from the source tree into the directory ``dest``,
+    without Python's caches and build metadata."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in STAGED_FILES:
+        shutil.copy2(paths.SOURCE_ROOT / name, dest / name)
+    for name in (*STAGED_DIRS, *dirs):
+        shutil.copytree(paths.SOURCE_ROOT / name, dest / name, ignore=ignore)
+
+
 def stage_sources(model: Model, model_file: Path, dest: Path) -> Path:
     """Copy what the source package needs, with this model as its only model."""
     tree = dest / "src"
     tree.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in STAGED_FILES:
-        shutil.copy2(paths.SOURCE_ROOT / name, tree / name)
-    for name in STAGED_DIRS:
-        shutil.copytree(paths.SOURCE_ROOT / name, tree / name, ignore=ignore)
+    copy_sources(tree)
     (tree / "models").mkdir()
     shutil.copy2(model_file, tree / "models" / f"{model.id}.toml")
     (tree / "package-description.txt").write_text(description(model), encoding="utf-8")

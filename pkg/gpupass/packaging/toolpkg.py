@@ -49,11 +49,7 @@ def stage(dest: Path, ver: version.Version) -> Path:
     tree = dest / f"{PACKAGE}-{ver.upstream}"
     source = tree / "source"
     source.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in debsrc.STAGED_FILES:
-        shutil.copy2(paths.SOURCE_ROOT / name, source / name)
-    for name in (*debsrc.STAGED_DIRS, "debian", "models"):  # models: what setup matches the laptop against
-        shutil.copytree(paths.SOURCE_ROOT / name, source / name, ignore=ignore)
+    debsrc.copy_sources(source, ("debian", "models"))  # models: what setup matches the laptop against
     shutil.copytree(TOOL_DEBIAN, tree / "debian")
     shutil.copy2(paths.DEBIAN_DIR / "copyright", tree / "debian" / "copyright")
     control = tree / "debian" / "control"
