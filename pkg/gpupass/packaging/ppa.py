@@ -230,7 +230,8 @@ def publish(
     config = out_dir / f"dput-{target.section}.cf"
     config.write_text(dput_config(target, series), encoding="utf-8")
     # Every source is checked (committed, not uploaded) before anything is built.
-    plans = [(source, plan(source, series, out_dir, target)) for source in [model_source(m, f) for m, f in models]]
+    sources = [model_source(m, f) for m, f in models]
+    plans = [(source, plan(source, series, out_dir, target)) for source in sources]
     tool = tool_source()
     plans.append((tool, plan(tool, series, out_dir, target, skip_uploaded=True)))
     uploads = []

@@ -22,13 +22,12 @@ def check_mode(model: Model, m: Machine, facts: Facts) -> list[Finding]:
     found = [Finding("mode", OK, f"mode: {SHOWN[facts.mode]}")]
     # A switch is known only while the state file records it (the mode is not the model's own);
     # back to the model's mode, a command line without its arguments is the command-line check's.
-    running = running_mode(model, m.cmdline)
-    if facts.mode != model.mode and running == model.mode:
+    if facts.mode != model.mode and running_mode(model, m.cmdline) == model.mode:
         found.append(
             Finding(
                 "mode",
                 WARN,
-                f"the running kernel was started in {running} mode: {facts.mode} mode takes effect at the next boot",
+                f"the running kernel was started in {model.mode} mode: {facts.mode} mode takes effect at the next boot",
                 "reboot (with the VM shut down)",
             )
         )
